@@ -1,0 +1,242 @@
+"""numba kernels of the hot path.
+
+Private: no validation, no I/O, no allocation beyond their outputs.  The public
+functions in `features` and `matching` check arguments and call these.  Each
+kernel has a plain numpy reference in `tests/reference.py`, and the tests
+compare them.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_JIT = dict(nopython=True, cache=True, nogil=True)
+
+
+@nb.jit(**_JIT)
+def max_filter_2d(S, rt, rf):
+    """Maximum of S over a (2*rt+1) x (2*rf+1) window centred on each cell.
+
+    S : float32 [n_frames, n_bins].  Cells outside S are ignored.
+    """
+    n, m = S.shape
+    tmp = np.empty_like(S)
+    for t in range(n):
+        lo = max(0, t - rt)
+        hi = min(n, t + rt + 1)
+        for f in range(m):
+            v = S[lo, f]
+            for u in range(lo + 1, hi):
+                if S[u, f] > v:
+                    v = S[u, f]
+            tmp[t, f] = v
+    out = np.empty_like(S)
+    for t in range(n):
+        for f in range(m):
+            lo = max(0, f - rf)
+            hi = min(m, f + rf + 1)
+            v = tmp[t, lo]
+            for g in range(lo + 1, hi):
+                if tmp[t, g] > v:
+                    v = tmp[t, g]
+            out[t, f] = v
+    return out
+
+
+@nb.jit(**_JIT)
+def spectral_peaks(S, rt, rf, floor):
+    """Local maxima of S louder than `floor`, with parabolic refinement.
+
+    Returns (t, f, v): time in frames and frequency in bins (float64, refined
+    to a fraction of a cell), and the peak's value, in time-then-frequency order.
+    """
+    M = max_filter_2d(S, rt, rf)
+    n, m = S.shape
+    count = 0
+    for t in range(n):
+        for f in range(m):
+            if S[t, f] == M[t, f] and S[t, f] > floor:
+                count += 1
+    tt = np.empty(count, np.float64)
+    ff = np.empty(count, np.float64)
+    vv = np.empty(count, np.float32)
+    k = 0
+    for t in range(n):
+        for f in range(m):
+            x = S[t, f]
+            if x == M[t, f] and x > floor:
+                dt = 0.0
+                if 0 < t < n - 1:
+                    a = S[t - 1, f]
+                    c = S[t + 1, f]
+                    den = a - 2.0 * x + c
+                    if den < 0.0:
+                        dt = 0.5 * (a - c) / den
+                df = 0.0
+                if 0 < f < m - 1:
+                    a = S[t, f - 1]
+                    c = S[t, f + 1]
+                    den = a - 2.0 * x + c
+                    if den < 0.0:
+                        df = 0.5 * (a - c) / den
+                tt[k] = t + dt
+                ff[k] = f + df
+                vv[k] = x
+                k += 1
+    return tt, ff, vv
+
+
+@nb.jit(**_JIT)
+def peak_triplets(t, f, fanout, min_span, max_span, max_df):
+    """Triplets (anchor, second, third) of peak indices.
+
+    t, f : peaks in time order.  For each anchor, the first `fanout` later
+    peaks (strictly later frame) within `max_span` frames and `max_df` bins
+    are its targets; every pair of targets in distinct frames, the later one
+    at least `min_span` frames after the anchor, makes a triplet.
+    """
+    n = len(t)
+    cap = n * (fanout * (fanout - 1) // 2)
+    out = np.empty((cap, 3), np.int64)
+    targets = np.empty(fanout, np.int64)
+    k = 0
+    for i in range(n):
+        ti = np.floor(t[i] + 0.5)
+        nt = 0
+        j = i + 1
+        while j < n and nt < fanout and t[j] - t[i] <= max_span:
+            if np.floor(t[j] + 0.5) > ti and abs(f[j] - f[i]) <= max_df:
+                targets[nt] = j
+                nt += 1
+            j += 1
+        for a in range(nt):
+            ja = targets[a]
+            for b in range(a + 1, nt):
+                jb = targets[b]
+                if t[jb] - t[i] >= min_span and np.floor(t[jb] + 0.5) > np.floor(t[ja] + 0.5):
+                    out[k, 0] = i
+                    out[k, 1] = ja
+                    out[k, 2] = jb
+                    k += 1
+    return out[:k]
+
+
+@nb.jit(**_JIT)
+def _pack(r, d2, d3, fb, sb, n_df, n_fb, n_sb):
+    return (((r * n_df + d2) * n_df + d3) * n_fb + fb) * n_sb + sb
+
+
+@nb.jit(**_JIT)
+def hash_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb):
+    """Reference-side hash of each triplet: one code per triplet.
+
+    xr, xd2, xd3 are the invariant fields in units of quantisation steps;
+    f1 (bins) and span (frames) give the coarse, non-invariant bands.
+    """
+    n = len(xr)
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        r = min(max(int(np.floor(xr[i])), 0), n_r - 1)
+        d2 = min(max(int(np.floor(xd2[i])), 0), n_df - 1)
+        d3 = min(max(int(np.floor(xd3[i])), 0), n_df - 1)
+        fb = min(max(int(np.floor(f1[i] / f1_band)), 0), n_fb - 1)
+        sb = min(max(int(np.floor(np.log2(span[i] / min_span) / span_oct)), 0), n_sb - 1)
+        out[i] = _pack(r, d2, d3, fb, sb, n_df, n_fb, n_sb)
+    return out
+
+
+@nb.jit(**_JIT)
+def _cells(x, margin, n, out):
+    """Cells of a value x (in steps) worth probing: its own, and a neighbour
+    when x lies within `margin` of that edge."""
+    c = min(max(int(np.floor(x)), 0), n - 1)
+    k = 0
+    out[k] = c
+    k += 1
+    frac = x - np.floor(x)
+    if frac < margin and c - 1 >= 0 and np.floor(x) == c:
+        out[k] = c - 1
+        k += 1
+    if frac > 1.0 - margin and c + 1 < n and np.floor(x) == c:
+        out[k] = c + 1
+        k += 1
+    return k
+
+
+@nb.jit(**_JIT)
+def probe_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb,
+                margin, f1_lo, f1_hi, span_lo, span_hi):
+    """Query-side probes: every code a reference triplet matching each query
+    triplet may carry, given quantisation noise (`margin`, in steps) and the
+    searched range of pitch shifts (f1 moves by [f1_lo, f1_hi] bins) and
+    speeds (span scales by [span_lo, span_hi]).
+
+    Returns (codes, owner): owner[k] is the query triplet of probe k.
+    """
+    n = len(xr)
+    cr = np.empty(3, np.int64)
+    c2 = np.empty(3, np.int64)
+    c3 = np.empty(3, np.int64)
+    max_fb = int(np.ceil((f1_hi - f1_lo) / f1_band)) + 2
+    max_sb = int(np.ceil(np.log2(span_hi / span_lo) / span_oct)) + 2
+    cap = n * 27 * max_fb * max_sb
+    codes = np.empty(cap, np.uint64)
+    owner = np.empty(cap, np.int64)
+    k = 0
+    for i in range(n):
+        nr = _cells(xr[i], margin, n_r, cr)
+        n2 = _cells(xd2[i], margin, n_df, c2)
+        n3 = _cells(xd3[i], margin, n_df, c3)
+        fb0 = max(int(np.floor((f1[i] - f1_hi) / f1_band)), 0)
+        fb1 = min(int(np.floor((f1[i] - f1_lo) / f1_band)), n_fb - 1)
+        s_lo = span[i] * span_lo
+        s_hi = span[i] * span_hi
+        sb0 = max(int(np.floor(np.log2(max(s_lo, 1e-9) / min_span) / span_oct)), 0)
+        sb1 = min(int(np.floor(np.log2(s_hi / min_span) / span_oct)), n_sb - 1)
+        for a in range(nr):
+            for b in range(n2):
+                for c in range(n3):
+                    for fb in range(fb0, fb1 + 1):
+                        for sb in range(sb0, sb1 + 1):
+                            codes[k] = _pack(cr[a], c2[b], c3[c], fb, sb, n_df, n_fb, n_sb)
+                            owner[k] = i
+                            k += 1
+    return codes[:k], owner[:k]
+
+
+@nb.jit(**_JIT)
+def best_alignment(tq, tr, speeds, tol):
+    """Hough vote for the line tr = offset + speed * tq that most hits agree with.
+
+    tq, tr : hit times in query and reference (frames).  For each candidate
+    speed, offsets are binned at `tol` frames and two adjacent bins counted
+    together, so that a line never splits across a bin edge.
+    Returns (speed, offset, votes).
+    """
+    n = len(tq)
+    best_votes = 0
+    best_s = speeds[0]
+    best_a = 0.0
+    bins = np.empty(n, np.int64)
+    for si in range(len(speeds)):
+        s = speeds[si]
+        for i in range(n):
+            bins[i] = int(np.floor((tr[i] - s * tq[i]) / tol))
+        order = np.argsort(bins)
+        sb = bins[order]
+        # Count hits in [b, b+1] for every distinct b with a two-pointer sweep.
+        j = 0
+        for i in range(n):
+            if i > 0 and sb[i] == sb[i - 1]:
+                continue
+            if j < i:
+                j = i
+            while j < n and sb[j] <= sb[i] + 1:
+                j += 1
+            votes = j - i
+            if votes > best_votes:
+                best_votes = votes
+                best_s = s
+                best_a = (sb[i] + 1.0) * tol
+    return best_s, best_a, best_votes

@@ -1,0 +1,122 @@
+"""Frozen configuration with units and defaults.
+
+`FeatureConfig` decides what is stored: it is written into every index and an
+index made with another one is refused.  `MatchConfig` only changes how a query
+is searched and decided, so it may differ from query to query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    # Analysis: mono audio at `sample_rate`, STFT of `n_fft` samples every `hop`.
+    sample_rate: int = 8000
+    n_fft: int = 1024
+    hop: int = 256
+    # Log-frequency axis: `n_octaves` octaves from `fmin` Hz, `bins_per_octave`
+    # bins each.  A pitch shift or a resampling moves every peak by the same
+    # number of bins on this axis, which is what makes the hashes invariant.
+    fmin: float = 110.0
+    bins_per_octave: int = 36
+    n_octaves: int = 5
+    # Spectral peaks: strict local maxima in a (2*r+1) frames x (2*r+1) bins
+    # neighbourhood, louder than `floor_db` (dB relative to full scale).
+    peak_time_radius: int = 4
+    peak_freq_radius: int = 6
+    floor_db: float = -75.0
+    # Density: at most this many peaks per `density_block_s` seconds.  The
+    # query side keeps more peaks and more triplets than the reference side,
+    # so that the reference's triplets are found among them despite noise.
+    density_block_s: float = 1.0
+    ref_peaks_per_block: int = 10
+    query_peaks_per_block: int = 18
+    ref_fanout: int = 3
+    query_fanout: int = 5
+    # Triplets: anchor + two later peaks within `max_span` frames and
+    # `max_df` bins of the anchor.
+    min_span: int = 3
+    max_span: int = 60
+    max_df: int = 30
+    # Quantisation of the hash fields.
+    ratio_levels: int = 16
+    df_step: float = 2.0
+    f1_band: int = 36
+    span_band_octaves: float = 1.0
+
+    @property
+    def n_bins(self) -> int:
+        return self.bins_per_octave * self.n_octaves
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop / self.sample_rate
+
+    @property
+    def df_levels(self) -> int:
+        return int(math.ceil(2 * self.max_df / self.df_step)) + 1
+
+    @property
+    def f1_bands(self) -> int:
+        return int(math.ceil(self.n_bins / self.f1_band))
+
+    @property
+    def span_bands(self) -> int:
+        return int(math.floor(math.log2(self.max_span / self.min_span) / self.span_band_octaves)) + 1
+
+    @property
+    def hash_cardinality(self) -> int:
+        return self.ratio_levels * self.df_levels**2 * self.f1_bands * self.span_bands
+
+    def validate(self) -> "FeatureConfig":
+        from .errors import ParameterError
+
+        if self.sample_rate < 4000 or self.n_fft <= 0 or self.hop <= 0:
+            raise ParameterError("sample_rate, n_fft and hop must be positive (sample_rate >= 4000)")
+        fmax = self.fmin * 2**self.n_octaves
+        if fmax >= self.sample_rate / 2:
+            raise ParameterError(f"top of the log-frequency axis ({fmax:.0f} Hz) must stay below Nyquist")
+        if self.n_bins * 2 >= 512 or self.max_span * 2 >= 256:
+            raise ParameterError("n_bins must be < 256 and max_span < 128 to fit the hit payload")
+        if self.hash_cardinality >= 2**48:
+            raise ParameterError("hash fields do not fit in 48 bits")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FeatureConfig":
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    # Search range: reference speed inside the query (1.25 = sped up by 25%)
+    # and the query's pitch shift in semitones (whatever its cause: resampling
+    # moves pitch with speed, a pitch shifter without it).
+    min_speed: float = 0.95
+    max_speed: float = 1.05
+    max_pitch: float = 1.0
+    # A quantised field whose value lies within `probe_margin` (in quantisation
+    # steps) of a cell edge is also looked up in the neighbouring cell.
+    probe_margin: float = 0.3
+    # Alignment: hits agree when they fall within `align_tol_s` of one line
+    # (reference time = offset + speed * query time).
+    align_tol_s: float = 0.064
+    speed_step: float = 0.004
+    pitch_tol: float = 0.75
+    max_candidates: int = 12
+    # Decision: matches with fewer aligned hits are not returned.
+    min_score: float = 10.0
+    top_k: int = 5
+
+    def replace(self, **changes) -> "MatchConfig":
+        return dataclasses.replace(self, **changes)

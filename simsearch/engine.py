@@ -1,0 +1,333 @@
+"""Orchestration: ingest, query, remove.  Owns the FAISS index and the store.
+
+An Engine serves one index directory.  Reads (queries) run concurrently;
+writes (add, remove) take the thread lock and the directory's file lock, and
+are durable on disk before they return.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import features, matching, store
+from .audio import DecodeLimits, Source, decode_audio
+from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
+from .errors import ConfigMismatch, IndexNotFound, ParameterError, TrackExists, UnknownTrack
+from .index import MAX_TRACKS, HashIndex, pack_ids
+
+MAX_TRACK_ID_BYTES = 256
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    track_id: str
+    number: int
+    duration: float
+    path: str
+    meta: dict
+    n_triplets: int
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("number")
+        return d
+
+
+@dataclass(frozen=True)
+class Match:
+    track_id: str
+    score: float
+    query_start: float
+    query_end: float
+    ref_start: float
+    ref_end: float
+    speed: float
+    pitch_semitones: float
+    kind: str
+    hits: np.ndarray = field(repr=False, compare=False)
+
+    def to_json(self, with_hits: bool = False) -> dict:
+        d = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items() if k != "hits"}
+        d["speed"] = round(self.speed, 4)
+        if with_hits:
+            d["hits"] = np.round(self.hits, 3).tolist()
+        return d
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    duration_s: float
+    matches: list[Match]
+    elapsed_ms: float
+
+    def to_json(self, with_hits: bool = False) -> dict:
+        return {"duration_s": round(self.duration_s, 3),
+                "matches": [m.to_json(with_hits) for m in self.matches],
+                "elapsed_ms": round(self.elapsed_ms, 2)}
+
+
+def validate_track_id(track_id: str) -> str:
+    if not isinstance(track_id, str) or not track_id:
+        raise ParameterError("track_id must be a non-empty string")
+    if len(track_id.encode("utf-8")) > MAX_TRACK_ID_BYTES:
+        raise ParameterError(f"track_id is over {MAX_TRACK_ID_BYTES} bytes")
+    if any(ord(c) < 32 or ord(c) == 127 for c in track_id):
+        raise ParameterError("track_id contains control characters")
+    if track_id.strip() != track_id:
+        raise ParameterError("track_id has leading or trailing white space")
+    return track_id
+
+
+def fingerprint_samples(y: np.ndarray, cfg: FeatureConfig) -> tuple[float, np.ndarray, features.Triplets]:
+    """Duration, codes and triplets of one decoded track."""
+    codes, tr = features.reference_fingerprint(y, cfg)
+    return len(y) / cfg.sample_rate, codes, tr
+
+
+def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits):
+    return fingerprint_samples(decode_audio(source, cfg.sample_rate, limits), cfg)
+
+
+def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, features.Triplets]]) -> store.TrackBatch:
+    """TrackBatch from (track_id, number, duration, path, meta, codes, triplets) tuples."""
+    if not items:
+        return store.TrackBatch.empty()
+    return store.TrackBatch(
+        [i[0] for i in items],
+        np.array([i[1] for i in items], np.int64),
+        np.array([i[2] for i in items], np.float64),
+        [i[3] for i in items],
+        [json.dumps(i[4], sort_keys=True) for i in items],
+        np.array([len(i[5]) for i in items], np.int64),
+        np.concatenate([i[5] for i in items]).astype(np.uint64),
+        np.concatenate([i[6].t1 for i in items]).astype(np.float32),
+        np.concatenate([i[6].f1 for i in items]).astype(np.float32),
+        np.concatenate([i[6].span for i in items]).astype(np.float32),
+    )
+
+
+class _RWLock:
+    """Many readers or one writer."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def read(self):
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self):
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Engine:
+    """A loaded index directory, ready to answer queries and take additions."""
+
+    def __init__(self, index_dir: str | Path, match_config: MatchConfig = MatchConfig(),
+                 limits: DecodeLimits = DecodeLimits(), verify: bool = True):
+        self.index_dir = Path(index_dir)
+        self.match_config = match_config
+        self.limits = limits
+        self._verify = verify
+        self._lock = _RWLock()
+        self._write_mutex = threading.Lock()
+        self._load()
+
+    # -- loading -------------------------------------------------------------
+    def _load(self) -> None:
+        gen = store.current_generation(self.index_dir)
+        segments = store.list_segments(gen)
+        cfg_file = gen / "config.json"
+        if not cfg_file.exists():
+            raise IndexNotFound(f"{gen}: no config.json; rebuild the index")
+        meta = json.loads(cfg_file.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ConfigMismatch(f"{gen}: format version {meta.get('format_version')}, "
+                                 f"this simsearch reads {FORMAT_VERSION}; rebuild the index")
+        cfg = FeatureConfig.from_json(json.dumps(meta["feature_config"])).validate()
+        removed = store.read_removed(gen)
+        tracks: dict[str, TrackInfo] = {}
+        by_number: dict[int, str] = {}
+        index = HashIndex(cfg.hash_cardinality)
+        for seg in segments:
+            batch, _ = store.read_segment(seg, cfg, verify=self._verify)
+            self._absorb(batch, removed, tracks, by_number, index)
+        with self._lock.write():
+            self.gen_dir, self.config, self.removed = gen, cfg, removed
+            self.tracks, self.by_number, self.index = tracks, by_number, index
+            self._segments = {p.name for p in segments}
+            self._removed_mask = self._mask(removed, by_number)
+            self._next_number = max(list(by_number) + list(removed) + [-1]) + 1
+            self._current_stamp = self._stamp()
+
+    def _absorb(self, batch: store.TrackBatch, removed, tracks, by_number, index: HashIndex) -> None:
+        live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
+        ends = np.cumsum(batch.count)
+        starts = ends - batch.count
+        for k in np.flatnonzero(live):
+            info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
+                             batch.path[k], json.loads(batch.meta[k] or "{}"), int(batch.count[k]))
+            old = tracks.get(info.track_id)
+            if old is not None:  # a later segment re-adds an id: the newer copy wins
+                by_number.pop(old.number, None)
+            tracks[info.track_id] = info
+            by_number[info.number] = info.track_id
+        sel = np.repeat(live, batch.count)
+        nums = batch.triplet_track_numbers()[sel]
+        index.add(batch.codes[sel], pack_ids(nums, batch.t1[sel], batch.f1[sel], batch.span[sel]))
+
+    @staticmethod
+    def _mask(removed: set[int], by_number: dict[int, str]) -> np.ndarray:
+        size = max(list(removed) + list(by_number) + [-1]) + 1
+        mask = np.ones(size, bool)  # numbers not live (removed or superseded) are masked
+        if by_number:
+            mask[np.fromiter(by_number, np.int64, len(by_number))] = False
+        return mask
+
+    def _stamp(self):
+        cur = self.index_dir / "CURRENT"
+        return cur.read_text(), cur.stat().st_mtime_ns
+
+    def refresh(self) -> bool:
+        """Reload when another process switched generation, added or removed tracks."""
+        try:
+            changed = self._stamp() != self._current_stamp
+            if not changed:
+                names = {p.name for p in store.list_segments(self.gen_dir)}
+                changed = names != self._segments or store.read_removed(self.gen_dir) != self.removed
+        except FileNotFoundError:
+            changed = True
+        if changed:
+            with self._write_mutex:
+                self._load()
+        return changed
+
+    # -- queries ------------------------------------------------------------
+    def query(self, source: Source, match_config: MatchConfig | None = None) -> QueryResult:
+        t0 = time.perf_counter()
+        y = decode_audio(source, self.config.sample_rate, self.limits)
+        return self.query_samples(y, match_config, t0)
+
+    def query_samples(self, y: np.ndarray, match_config: MatchConfig | None = None,
+                      t0: float | None = None) -> QueryResult:
+        t0 = time.perf_counter() if t0 is None else t0
+        mcfg = match_config or self.match_config
+        cfg = self.config
+        q = features.query_triplets(y, cfg)
+        codes, owner = features.query_probes(q, cfg, mcfg)
+        with self._lock.read():
+            probe, ids = self.index.lookup(codes)
+            mask, names = self._removed_mask, self.by_number
+            hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, mask)
+            cands = matching.align_hits(hits, cfg, mcfg, len(y) / cfg.hop)
+            duration = len(y) / cfg.sample_rate
+            matches = [self._to_match(c, names[c.track], duration) for c in cands
+                       if c.score >= mcfg.min_score and c.track in names][: mcfg.top_k]
+        return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
+
+    @staticmethod
+    def _to_match(c: matching.Candidate, track_id: str, duration: float) -> Match:
+        covers = (c.query_end - c.query_start) >= 0.7 * duration - 1.0
+        plain = abs(c.speed - 1.0) < 0.01 and abs(c.pitch_semitones) < 0.25
+        kind = ("duplicate" if plain else "modified") if covers else "partial"
+        return Match(track_id, c.score, c.query_start, c.query_end, c.ref_start, c.ref_end,
+                     c.speed, c.pitch_semitones, kind, c.hits)
+
+    # -- catalog ------------------------------------------------------------
+    def get(self, track_id: str) -> TrackInfo:
+        info = self.tracks.get(track_id)
+        if info is None:
+            raise UnknownTrack(f"no track {track_id!r} in the index")
+        return info
+
+    def add(self, track_id: str, source: Source, path: str = "", meta: dict | None = None) -> TrackInfo:
+        """Fingerprint and add one track; durable on disk when this returns."""
+        validate_track_id(track_id)
+        if track_id in self.tracks:
+            raise TrackExists(f"track id {track_id!r} is already in the index")
+        duration, codes, tr = fingerprint_source(source, self.config, self.limits)
+        return self.add_fingerprints([(track_id, duration, path, meta or {}, codes, tr)])[0]
+
+    def add_fingerprints(self, items) -> list[TrackInfo]:
+        """Add already fingerprinted tracks: (track_id, duration, path, meta, codes, triplets)."""
+        with self._write_mutex, store.write_lock(self.index_dir):
+            ids = [i[0] for i in items]
+            for tid in ids:
+                validate_track_id(tid)
+            taken = [t for t in ids if t in self.tracks]
+            if taken or len(set(ids)) != len(ids):
+                raise TrackExists(f"track id {(taken or ids)[0]!r} is already in the index")
+            if self._next_number + len(items) > MAX_TRACKS:
+                raise ParameterError("the index holds the maximum number of tracks")
+            numbered = [(tid, self._next_number + k, d, p, m, c, t)
+                        for k, (tid, d, p, m, c, t) in enumerate(items)]
+            batch = make_batch(numbered)
+            seg = store.write_segment(self.gen_dir, store.next_segment_seq(self.gen_dir), batch, self.config)
+            infos = [TrackInfo(tid, n, d, p, m, len(c)) for tid, n, d, p, m, c, _ in numbered]
+            new_ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)
+            with self._lock.write():
+                self.index.add(batch.codes, new_ids)
+                for info in infos:
+                    self.tracks[info.track_id] = info
+                    self.by_number[info.number] = info.track_id
+                self._next_number += len(items)
+                self._removed_mask = self._mask(self.removed, self.by_number)
+                self._segments.add(seg.name)
+        return infos
+
+    def remove(self, track_id: str) -> TrackInfo:
+        with self._write_mutex, store.write_lock(self.index_dir):
+            info = self.get(track_id)
+            removed = set(self.removed) | {info.number}
+            store.write_removed(self.gen_dir, removed)
+            with self._lock.write():
+                self.removed = removed
+                del self.tracks[track_id]
+                self.by_number.pop(info.number, None)
+                self._removed_mask = self._mask(removed, self.by_number)
+        return info
+
+    # -- reporting ----------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._lock.read():
+            hours = sum(t.duration for t in self.tracks.values()) / 3600.0
+            return {
+                "tracks": len(self.tracks),
+                "hours": round(hours, 3),
+                "vectors": int(self.index.ntotal),
+                "bytes_on_disk": store.dir_bytes(self.gen_dir),
+                "bytes_in_memory": self.index.memory_bytes(),
+                "generation": self.gen_dir.name,
+                "format_version": FORMAT_VERSION,
+                "feature_config": json.loads(self.config.to_json()),
+                "faiss_index": f"IndexBinaryHash(d=64, b={self.index.bits})",
+            }

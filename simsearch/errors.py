@@ -1,0 +1,64 @@
+"""One root error and a few specific ones; the API maps each to a 4xx."""
+
+
+class SimsearchError(Exception):
+    """Root of every error simsearch raises on purpose."""
+
+    status = 400
+    code = "error"
+
+
+class BadAudio(SimsearchError):
+    """The input is not decodable audio, or not usable audio."""
+
+    status = 415
+    code = "bad_audio"
+
+
+class AudioTooLong(SimsearchError):
+    status = 413
+    code = "audio_too_long"
+
+
+class AudioTooShort(SimsearchError):
+    status = 422
+    code = "audio_too_short"
+
+
+class DecoderUnavailable(SimsearchError):
+    """The container needs ffmpeg and ffmpeg is not installed."""
+
+    status = 415
+    code = "decoder_unavailable"
+
+
+class ParameterError(SimsearchError):
+    status = 400
+    code = "bad_parameter"
+
+
+class ConfigMismatch(SimsearchError):
+    """An index was made with another feature configuration or format."""
+
+    status = 409
+    code = "config_mismatch"
+
+
+class IndexNotFound(SimsearchError):
+    status = 404
+    code = "index_not_found"
+
+
+class UnknownTrack(SimsearchError):
+    status = 404
+    code = "unknown_track"
+
+
+class TrackExists(SimsearchError):
+    status = 409
+    code = "track_exists"
+
+
+class IndexCorrupt(SimsearchError):
+    status = 500
+    code = "index_corrupt"

@@ -1,0 +1,165 @@
+"""Feature extraction: log-frequency spectrogram -> spectral peaks -> peak
+triplets -> hash codes.
+
+A triplet is an anchor peak and two later peaks.  Its hash is built from
+  * the time ratio (t2 - t1) / (t3 - t1), unchanged by any time scaling,
+  * the frequency differences f2 - f1 and f3 - f1 on a log-frequency axis,
+    unchanged by any pitch shift or resampling,
+  * two coarse bands, of f1 and of the span t3 - t1, which do move under
+    pitch and speed changes: the query probes every band the searched range
+    of pitch and speed can reach.
+So one fingerprint serves plain copies and speed, pitch and tempo changes;
+only the probes and the alignment search widen.  Each triplet also keeps its
+anchor time, anchor frequency and span, so a hit says at once where it is and
+which speed and pitch shift it implies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from . import _kernels as K
+from .config import FeatureConfig, MatchConfig
+from .errors import ParameterError
+
+_EPS = 1e-10
+
+
+@lru_cache(maxsize=8)
+def log_filterbank(cfg: FeatureConfig) -> np.ndarray:
+    """Weights [n_fft//2+1, n_bins] mapping a power spectrum to log-spaced bins.
+
+    Each bin is a triangle on the linear axis centred at its log-spaced
+    frequency, as wide as the larger of the log spacing and the FFT spacing,
+    so low bins interpolate between FFT bins and high bins average them.
+    """
+    n_fft_bins = cfg.n_fft // 2 + 1
+    fft_freqs = np.arange(n_fft_bins) * cfg.sample_rate / cfg.n_fft
+    centers = cfg.fmin * 2.0 ** (np.arange(cfg.n_bins) / cfg.bins_per_octave)
+    spacing = np.maximum(centers * (2.0 ** (1.0 / cfg.bins_per_octave) - 1.0), cfg.sample_rate / cfg.n_fft)
+    w = 1.0 - np.abs(fft_freqs[:, None] - centers[None, :]) / spacing[None, :]
+    w = np.maximum(w, 0.0)
+    w /= w.sum(axis=0, keepdims=True)
+    return w.astype(np.float32)
+
+
+def log_spectrogram(y: np.ndarray, cfg: FeatureConfig, chunk_frames: int = 4096) -> np.ndarray:
+    """Power spectrogram on the log-frequency axis, in dB.
+
+    y : float32 [n_samples] mono at cfg.sample_rate.
+    Returns float32 [n_frames, n_bins]; frame k starts at sample k * hop.
+    """
+    if y.ndim != 1:
+        raise ParameterError("y must be one-dimensional (mono)")
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if len(y) < cfg.n_fft:
+        y = np.pad(y, (0, cfg.n_fft - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, cfg.n_fft)[:: cfg.hop]
+    window = np.hanning(cfg.n_fft + 1)[:-1].astype(np.float32)
+    fb = log_filterbank(cfg)
+    # Scale so that a full-scale sine gives about 0 dB.
+    scale = np.float32((2.0 / window.sum()) ** 2)
+    out = np.empty((len(frames), cfg.n_bins), np.float32)
+    for start in range(0, len(frames), chunk_frames):  # chunks bound memory, not a per-frame loop
+        spec = np.fft.rfft(frames[start : start + chunk_frames] * window, axis=1)
+        power = (spec.real**2 + spec.imag**2) * scale
+        out[start : start + chunk_frames] = power @ fb
+    np.maximum(out, _EPS, out=out)
+    np.log10(out, out=out)
+    out *= 10.0
+    return out
+
+
+@dataclass(frozen=True)
+class Peaks:
+    t: np.ndarray  # float64 [n], frames (refined)
+    f: np.ndarray  # float64 [n], log-frequency bins (refined)
+    v: np.ndarray  # float32 [n], dB
+
+
+def spectral_peaks(S: np.ndarray, cfg: FeatureConfig, per_block: int) -> Peaks:
+    """Strongest local maxima of S: at most `per_block` per density block."""
+    if S.ndim != 2 or S.shape[1] != cfg.n_bins:
+        raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
+    t, f, v = K.spectral_peaks(np.ascontiguousarray(S, np.float32), cfg.peak_time_radius,
+                               cfg.peak_freq_radius, np.float32(cfg.floor_db))
+    keep = _strongest_per_block(t, v, cfg.density_block_s / cfg.frame_seconds, per_block)
+    return Peaks(t[keep], f[keep], v[keep])
+
+
+def _strongest_per_block(t: np.ndarray, v: np.ndarray, block: float, per_block: int) -> np.ndarray:
+    """Indices (in time order) of the `per_block` loudest peaks of each block."""
+    if len(t) == 0:
+        return np.zeros(0, np.int64)
+    blk = np.floor(t / block).astype(np.int64)
+    order = np.lexsort((-v, blk))
+    sorted_blk = blk[order]
+    first = np.searchsorted(sorted_blk, sorted_blk, side="left")
+    rank = np.arange(len(order)) - first
+    return np.sort(order[rank < per_block])
+
+
+@dataclass(frozen=True)
+class Triplets:
+    """Triplet descriptors: the invariant fields (in quantisation steps) and
+    the anchor's position."""
+
+    xr: np.ndarray  # time ratio, in steps
+    xd2: np.ndarray  # f2 - f1, in steps
+    xd3: np.ndarray  # f3 - f1, in steps
+    t1: np.ndarray  # anchor time, frames
+    f1: np.ndarray  # anchor frequency, bins
+    span: np.ndarray  # t3 - t1, frames
+
+    def __len__(self) -> int:
+        return len(self.t1)
+
+
+def peak_triplets(p: Peaks, cfg: FeatureConfig, fanout: int) -> Triplets:
+    idx = K.peak_triplets(p.t, p.f, fanout, float(cfg.min_span), float(cfg.max_span), float(cfg.max_df))
+    i, a, b = idx[:, 0], idx[:, 1], idx[:, 2]
+    span = p.t[b] - p.t[i]
+    ratio = (p.t[a] - p.t[i]) / span
+    return Triplets(
+        xr=ratio * cfg.ratio_levels,
+        xd2=(p.f[a] - p.f[i] + cfg.max_df) / cfg.df_step,
+        xd3=(p.f[b] - p.f[i] + cfg.max_df) / cfg.df_step,
+        t1=p.t[i],
+        f1=p.f[i],
+        span=span,
+    )
+
+
+def reference_codes(tr: Triplets, cfg: FeatureConfig) -> np.ndarray:
+    """One uint64 hash code per triplet (the value stored in the index)."""
+    return K.hash_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, cfg.ratio_levels, cfg.df_levels,
+                        float(cfg.f1_band), cfg.f1_bands, float(cfg.min_span), cfg.span_band_octaves,
+                        cfg.span_bands)
+
+
+def query_probes(tr: Triplets, cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All codes to look up for the query's triplets; (codes, owner triplet)."""
+    # A query peak at f_q came from f_r = f_q - shift, |shift| <= max_pitch
+    # semitones (plus a bin of slack for the peak's own jitter).
+    hi = mcfg.max_pitch * cfg.bins_per_octave / 12.0 + 1.0
+    lo = -hi
+    return K.probe_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, cfg.ratio_levels, cfg.df_levels,
+                         float(cfg.f1_band), cfg.f1_bands, float(cfg.min_span), cfg.span_band_octaves,
+                         cfg.span_bands, mcfg.probe_margin, lo, hi,
+                         mcfg.min_speed * 0.97, mcfg.max_speed * 1.03)
+
+
+def reference_fingerprint(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, Triplets]:
+    """Codes and triplets of a catalog track."""
+    p = spectral_peaks(log_spectrogram(y, cfg), cfg, cfg.ref_peaks_per_block)
+    tr = peak_triplets(p, cfg, cfg.ref_fanout)
+    return reference_codes(tr, cfg), tr
+
+
+def query_triplets(y: np.ndarray, cfg: FeatureConfig) -> Triplets:
+    """The denser triplet set of a query."""
+    p = spectral_peaks(log_spectrogram(y, cfg), cfg, cfg.query_peaks_per_block)
+    return peak_triplets(p, cfg, cfg.query_fanout)

@@ -1,0 +1,137 @@
+"""Temporal alignment and scoring of candidate hits.  Pure: arrays in,
+candidates out.
+
+A hit pairs a query triplet with a reference triplet that has the same hash.
+Hits count only when many of them agree on one line
+    reference time = offset + speed * query time
+found by a Hough vote over (speed, offset); the score is the number of
+distinct anchor pairs on that line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from .config import FeatureConfig, MatchConfig
+from .features import Triplets
+from .index import unpack_ids
+
+
+@dataclass(frozen=True)
+class Candidate:
+    track: int  # track number
+    score: float  # distinct aligned anchor pairs
+    speed: float  # reference time per query time
+    pitch_semitones: float  # query pitch minus reference pitch
+    query_start: float  # seconds
+    query_end: float
+    ref_start: float
+    ref_end: float
+    hits: np.ndarray  # float64 [n, 2]: aligned (query s, reference s) anchor times
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Candidate hits of one query, one row each."""
+
+    track: np.ndarray
+    tq: np.ndarray  # query anchor time, frames
+    tr: np.ndarray  # reference anchor time, frames
+    sq: np.ndarray  # query span, frames
+    sr: np.ndarray  # reference span, frames
+    pitch: np.ndarray  # implied pitch shift, semitones
+
+    def take(self, sel) -> "Hits":
+        return Hits(*(getattr(self, k)[sel] for k in ("track", "tq", "tr", "sq", "sr", "pitch")))
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+
+def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarray,
+                cfg: FeatureConfig, mcfg: MatchConfig, removed: np.ndarray | None = None) -> Hits:
+    """Join lookup results with the query triplets and drop hits whose own span
+    ratio or anchor frequency rules out every speed and pitch searched."""
+    qi = owner[probe]
+    track, tr, fr, sr = unpack_ids(ids)
+    tq, fq, sq = q.t1[qi], q.f1[qi], q.span[qi]
+    pitch = (fq - fr) * (12.0 / cfg.bins_per_octave)
+    log_speed = np.log2(np.maximum(sr, 0.25) / sq)
+    # The span of a hit is known to about a frame: allow that much error.
+    slack = 1.0 / sq
+    ok = (log_speed >= np.log2(mcfg.min_speed) - slack) & (log_speed <= np.log2(mcfg.max_speed) + slack)
+    ok &= np.abs(pitch) <= mcfg.max_pitch + mcfg.pitch_tol
+    if removed is not None and len(removed):
+        inside = track < len(removed)
+        ok &= ~(inside & removed[np.minimum(track, len(removed) - 1)])
+    return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok])
+
+
+def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: float) -> list[Candidate]:
+    """Best alignment of each of the most-hit tracks, best first."""
+    if len(h) == 0:
+        return []
+    tracks, counts = np.unique(h.track, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    tracks = tracks[order][counts[order] >= max(3, mcfg.min_score * 0.5)][: mcfg.max_candidates]
+    fs = cfg.frame_seconds
+    tol = mcfg.align_tol_s / fs
+    out = []
+    for t in tracks:
+        c = _align_track(h.take(h.track == t), int(t), tol, fs, mcfg, query_frames)
+        if c is not None:
+            out.append(c)
+    out.sort(key=lambda c: -c.score)
+    return out
+
+
+def _speed_grid(h: Hits, mcfg: MatchConfig) -> np.ndarray:
+    """Speeds to try: the searched range, narrowed to where the hits' own
+    span ratios cluster."""
+    lo, hi = np.log2(mcfg.min_speed), np.log2(mcfg.max_speed)
+    step = np.log2(1.0 + mcfg.speed_step)
+    ls = np.clip(np.log2(np.maximum(h.sr, 0.25) / h.sq), lo, hi)
+    if hi - lo > 0.12 and len(ls) >= 8:
+        hist, edges = np.histogram(ls, bins=max(4, int(np.ceil((hi - lo) / 0.03))), range=(lo, hi))
+        k = int(np.argmax(np.convolve(hist, np.ones(3), mode="same")))
+        centre = 0.5 * (edges[k] + edges[k + 1])
+        lo, hi = max(lo, centre - 0.08), min(hi, centre + 0.08)
+    return 2.0 ** np.arange(lo, hi + step * 0.5, step)
+
+
+def _align_track(h: Hits, track: int, tol: float, fs: float, mcfg: MatchConfig,
+                 query_frames: float) -> Candidate | None:
+    speeds = _speed_grid(h, mcfg)
+    s, a, votes = K.best_alignment(h.tq, h.tr, speeds, tol)
+    if votes < 3:
+        return None
+    inl = np.abs(h.tr - (a + s * h.tq)) <= tol
+    # Refine the line by least squares on its inliers, then take them again.
+    if np.ptp(h.tq[inl]) > 1.0 / fs:
+        s_fit, a_fit = np.polyfit(h.tq[inl], h.tr[inl], 1)
+        if mcfg.min_speed * 0.98 <= s_fit <= mcfg.max_speed * 1.02:
+            s, a = s_fit, a_fit
+            inl = np.abs(h.tr - (a + s * h.tq)) <= tol
+    pitch = float(np.median(h.pitch[inl]))
+    inl &= np.abs(h.pitch - pitch) <= mcfg.pitch_tol
+    if inl.sum() < 3:
+        return None
+    hi = h.take(inl)
+    pairs = np.unique(np.stack([np.rint(hi.tq * 2), np.rint(hi.tr * 2)], axis=1), axis=0)
+    pitch = float(np.median(hi.pitch))
+    q0 = float(hi.tq.min())
+    q1 = float(min(query_frames, (hi.tq + hi.sq).max()))
+    return Candidate(
+        track=track,
+        score=float(len(pairs)),
+        speed=float(s),
+        pitch_semitones=pitch,
+        query_start=q0 * fs,
+        query_end=q1 * fs,
+        ref_start=(a + s * q0) * fs,
+        ref_end=(a + s * q1) * fs,
+        hits=np.stack([hi.tq * fs, hi.tr * fs], axis=1),
+    )

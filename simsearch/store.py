@@ -1,0 +1,220 @@
+"""Persistence: HDF5 segments of fingerprints and track metadata.
+
+Layout of an index directory (see indexes/README.md):
+
+    INDEX_DIR/CURRENT              name of the live generation (atomically replaced)
+    INDEX_DIR/gen-*/segment-NNNNNN-<sha256:16>.h5
+    INDEX_DIR/gen-*/removed.json   track numbers removed since the segments were written
+    INDEX_DIR/gen-*/faiss.bin      the FAISS index over some segments (a cache: rebuilt from HDF5)
+    INDEX_DIR/building/            a build in progress (resumable)
+
+Every file is written to a temporary name, fsynced and renamed, so a crash
+never leaves a half-written file under a real name.  A segment's name carries
+the first 16 hex digits of its SHA-256, checked when it is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .config import FORMAT_VERSION, FeatureConfig
+from .errors import ConfigMismatch, IndexCorrupt, IndexNotFound
+
+_SEGMENT_RE = re.compile(r"^segment-(\d{6})-([0-9a-f]{16})\.h5$")
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class TrackBatch:
+    """Tracks and their triplets, as written to one segment."""
+
+    track_id: list[str]
+    number: np.ndarray  # int64 [n_tracks], the track's permanent number
+    duration: np.ndarray  # float64 [n_tracks], seconds
+    path: list[str]
+    meta: list[str]  # JSON objects
+    count: np.ndarray  # int64 [n_tracks], triplets of each track
+    codes: np.ndarray  # uint64 [n_triplets]
+    t1: np.ndarray  # float32 [n_triplets], frames
+    f1: np.ndarray  # float32 [n_triplets], bins
+    span: np.ndarray  # float32 [n_triplets], frames
+
+    @classmethod
+    def empty(cls) -> "TrackBatch":
+        z = np.zeros(0)
+        return cls([], z.astype(np.int64), z, [], [], z.astype(np.int64), z.astype(np.uint64),
+                   z.astype(np.float32), z.astype(np.float32), z.astype(np.float32))
+
+    @classmethod
+    def concat(cls, batches: list["TrackBatch"]) -> "TrackBatch":
+        if not batches:
+            return cls.empty()
+        return cls(
+            [t for b in batches for t in b.track_id],
+            np.concatenate([b.number for b in batches]),
+            np.concatenate([b.duration for b in batches]),
+            [p for b in batches for p in b.path],
+            [m for b in batches for m in b.meta],
+            np.concatenate([b.count for b in batches]),
+            np.concatenate([b.codes for b in batches]),
+            np.concatenate([b.t1 for b in batches]),
+            np.concatenate([b.f1 for b in batches]),
+            np.concatenate([b.span for b in batches]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+    def triplet_track_numbers(self) -> np.ndarray:
+        return np.repeat(self.number, self.count)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_segment(gen_dir: Path, seq: int, batch: TrackBatch, cfg: FeatureConfig) -> Path:
+    """Write `batch` as a new segment of `gen_dir`; durable when this returns."""
+    tmp = gen_dir / f".segment-{seq:06d}.tmp{os.getpid()}"
+    with h5py.File(tmp, "w") as h:
+        h.attrs["format_version"] = FORMAT_VERSION
+        h.attrs["feature_config"] = cfg.to_json()
+        g = h.create_group("tracks")
+        g.create_dataset("track_id", data=np.array(batch.track_id, dtype=object), dtype=_STR)
+        g.create_dataset("number", data=batch.number.astype(np.int64))
+        g.create_dataset("duration", data=batch.duration.astype(np.float64))
+        g.create_dataset("path", data=np.array(batch.path, dtype=object), dtype=_STR)
+        g.create_dataset("meta", data=np.array(batch.meta, dtype=object), dtype=_STR)
+        g.create_dataset("count", data=batch.count.astype(np.int64))
+        f = h.create_group("triplets")
+        for name in ("codes", "t1", "f1", "span"):
+            f.create_dataset(name, data=getattr(batch, name), chunks=True if len(getattr(batch, name)) else None)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    digest = _sha256_file(tmp)[:16]
+    final = gen_dir / f"segment-{seq:06d}-{digest}.h5"
+    os.replace(tmp, final)
+    _fsync_dir(gen_dir)
+    return final
+
+
+def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> tuple[TrackBatch, FeatureConfig]:
+    """Read a segment, checking its checksum and its configuration against `cfg`."""
+    m = _SEGMENT_RE.match(path.name)
+    if m is None:
+        raise IndexCorrupt(f"{path}: not a segment file name")
+    if verify and _sha256_file(path)[:16] != m.group(2):
+        raise IndexCorrupt(
+            f"{path}: checksum mismatch, the file is damaged. Recover with "
+            f"`simsearch build {path.parent.parent} <your sources>` or restore it from a backup")
+    try:
+        with h5py.File(path, "r") as h:
+            version = int(h.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise ConfigMismatch(f"{path}: format version {version}, this simsearch reads {FORMAT_VERSION}")
+            stored = FeatureConfig.from_json(h.attrs["feature_config"])
+            if cfg is not None and stored != cfg:
+                raise ConfigMismatch(f"{path}: made with another feature configuration ({stored}); "
+                                     f"rebuild it or open it with its own configuration")
+            g, f = h["tracks"], h["triplets"]
+            batch = TrackBatch(
+                [s.decode() if isinstance(s, bytes) else s for s in g["track_id"][()]],
+                g["number"][()], g["duration"][()],
+                [s.decode() if isinstance(s, bytes) else s for s in g["path"][()]],
+                [s.decode() if isinstance(s, bytes) else s for s in g["meta"][()]],
+                g["count"][()], f["codes"][()], f["t1"][()], f["f1"][()], f["span"][()])
+    except (OSError, KeyError) as exc:
+        raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}); rebuild with `simsearch build`") from None
+    return batch, stored
+
+
+def list_segments(gen_dir: Path) -> list[Path]:
+    return sorted(p for p in gen_dir.iterdir() if _SEGMENT_RE.match(p.name))
+
+
+def next_segment_seq(gen_dir: Path) -> int:
+    segs = list_segments(gen_dir)
+    return int(_SEGMENT_RE.match(segs[-1].name).group(1)) + 1 if segs else 1
+
+
+def read_removed(gen_dir: Path) -> set[int]:
+    p = gen_dir / "removed.json"
+    if not p.exists():
+        return set()
+    try:
+        return set(int(x) for x in json.loads(p.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise IndexCorrupt(f"{p}: unreadable ({exc})") from None
+
+
+def write_removed(gen_dir: Path, numbers: set[int]) -> None:
+    atomic_write_bytes(gen_dir / "removed.json", json.dumps(sorted(numbers)).encode())
+
+
+def current_generation(index_dir: Path) -> Path:
+    cur = index_dir / "CURRENT"
+    if not cur.exists():
+        raise IndexNotFound(f"no index at {index_dir} (build one with `simsearch build {index_dir} SOURCE...`)")
+    name = cur.read_text().strip()
+    gen = index_dir / name
+    if not re.fullmatch(r"gen-[0-9A-Za-z_-]+", name) or not gen.is_dir():
+        raise IndexCorrupt(f"{cur} names a missing generation {name!r}")
+    return gen
+
+
+def switch_generation(index_dir: Path, gen_dir: Path) -> None:
+    """Make `gen_dir` the live generation, atomically."""
+    atomic_write_bytes(index_dir / "CURRENT", (gen_dir.name + "\n").encode())
+
+
+def new_generation_name() -> str:
+    return time.strftime("gen-%Y%m%d-%H%M%S-") + os.urandom(3).hex()
+
+
+@contextlib.contextmanager
+def write_lock(index_dir: Path):
+    """Exclusive lock for writers of one index directory (across processes)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
