@@ -15,6 +15,11 @@ class BadAudio(SimsearchError):
     code = "bad_audio"
 
 
+class EmptyInput(SimsearchError):
+    status = 400
+    code = "empty_input"
+
+
 class AudioTooLong(SimsearchError):
     status = 413
     code = "audio_too_long"

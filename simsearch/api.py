@@ -1,0 +1,190 @@
+"""HTTP API: create_app(), JSON errors, limits.  Served by waitress (see cli)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .config import MatchConfig
+from .engine import Engine, validate_track_id
+from .errors import EmptyInput, ParameterError, SimsearchError, TrackExists
+from .openapi import openapi_document
+
+EXT = "simsearch"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_top_k: int = 50
+
+
+_QUERY_FIELDS = {"file", "top_k", "min_score", "hits"}
+_ADD_FIELDS = {"file", "track_id", "metadata", "check", "top_k", "min_score"}
+
+
+def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = api_config.max_upload_bytes
+    app.extensions[EXT] = {"engine": engine, "config": api_config, "refresh_lock": threading.Lock()}
+
+    def eng() -> Engine:
+        return app.extensions[EXT]["engine"]
+
+    @app.errorhandler(SimsearchError)
+    def _simsearch_error(exc: SimsearchError):
+        return _error(exc.status, exc.code, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "http_error")
+        msg = exc.description or exc.name
+        if exc.code == 413:
+            msg = f"upload is larger than the limit of {api_config.max_upload_bytes} bytes"
+        return _error(exc.code or 500, code, msg)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        app.logger.exception("unhandled error")
+        return _error(500, "internal", "internal error; see the server log")
+
+    @app.get("/v1/health")
+    def health():
+        return jsonify({"status": "ok", "version": __version__, "tracks": len(eng().tracks)})
+
+    @app.get("/v1/stats")
+    def stats():
+        return jsonify(eng().stats())
+
+    @app.get("/v1/openapi.json")
+    def openapi():
+        return jsonify(openapi_document(__version__))
+
+    @app.post("/v1/query")
+    def query():
+        _check_fields(_QUERY_FIELDS)
+        data = _audio_bytes()
+        mcfg = _match_config(eng().match_config, api_config)
+        with_hits = _bool_param("hits", False)
+        res = eng().query(data, mcfg)
+        return jsonify(res.to_json(with_hits))
+
+    @app.post("/v1/tracks")
+    def add_track():
+        _check_fields(_ADD_FIELDS)
+        track_id = _param("track_id")
+        if track_id is None:
+            raise ParameterError("track_id is required")
+        meta = {}
+        raw_meta = _param("metadata")
+        if raw_meta:
+            try:
+                meta = json.loads(raw_meta)
+            except ValueError:
+                raise ParameterError("metadata must be a JSON object") from None
+            if not isinstance(meta, dict):
+                raise ParameterError("metadata must be a JSON object")
+        data = _audio_bytes()
+        body = {}
+        e = eng()
+        validate_track_id(track_id)
+        if track_id in e.tracks:
+            raise TrackExists(f"track id {track_id!r} is already in the index")
+        if _bool_param("check", False):
+            res = e.query(data, _match_config(e.match_config, api_config))
+            body["matches"] = res.to_json()["matches"]
+        info = e.add(track_id, data, path="", meta=meta)
+        body["track"] = info.to_json()
+        return jsonify(body), 201
+
+    @app.get("/v1/tracks/<path:track_id>")
+    def get_track(track_id):
+        return jsonify(eng().get(track_id).to_json())
+
+    @app.delete("/v1/tracks/<path:track_id>")
+    def delete_track(track_id):
+        info = eng().remove(track_id)
+        return jsonify({"removed": info.track_id})
+
+    return app
+
+
+def _error(status: int, code: str, message: str):
+    resp = jsonify({"error": code, "message": message})
+    resp.status_code = status
+    return resp
+
+
+def _is_multipart() -> bool:
+    return request.mimetype == "multipart/form-data"
+
+
+def _param(name: str) -> str | None:
+    """A parameter from the query string or, for multipart uploads, a form field.
+    Any other body is the audio itself and is never parsed as a form."""
+    if name in request.args:
+        return request.args[name]
+    if _is_multipart():
+        return request.form.get(name)
+    return None
+
+
+def _check_fields(allowed: set[str]) -> None:
+    names = set(request.args)
+    if _is_multipart():
+        names |= set(request.form) | set(request.files)
+    unknown = names - allowed
+    if unknown:
+        raise ParameterError(f"unknown fields: {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _audio_bytes() -> bytes:
+    """The upload: multipart field `file`, or else the raw body."""
+    if _is_multipart():
+        f = request.files.get("file")
+        if f is None:
+            raise ParameterError("multipart upload needs a field named 'file'")
+        data = f.read()
+    else:
+        data = request.get_data(cache=False)
+    if not data:
+        raise EmptyInput("empty upload: send the audio as multipart field 'file' or as the body")
+    return data
+
+
+def _bool_param(name: str, default: bool) -> bool:
+    v = _param(name)
+    if v is None:
+        return default
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise ParameterError(f"{name} must be true or false")
+
+
+def _match_config(base: MatchConfig, api_config: ApiConfig) -> MatchConfig:
+    changes = {}
+    if _param("top_k") is not None:
+        try:
+            k = int(_param("top_k"))
+        except ValueError:
+            raise ParameterError("top_k must be an integer") from None
+        if not 1 <= k <= api_config.max_top_k:
+            raise ParameterError(f"top_k must be between 1 and {api_config.max_top_k}")
+        changes["top_k"] = k
+    if _param("min_score") is not None:
+        try:
+            s = float(_param("min_score"))
+        except ValueError:
+            raise ParameterError("min_score must be a number") from None
+        if not np.isfinite(s) or s < 0:
+            raise ParameterError("min_score must be a finite number >= 0")
+        changes["min_score"] = s
+    return base.replace(**changes) if changes else base

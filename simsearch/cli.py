@@ -1,0 +1,201 @@
+"""Command line: build, add, remove, query, serve, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import MatchConfig
+from .errors import IndexNotFound, SimsearchError
+
+DEFAULT_INDEX = "indexes/default"
+
+
+def _index_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index_dir", nargs="?", default=DEFAULT_INDEX,
+                   help=f"index directory (default: {DEFAULT_INDEX})")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="simsearch", description="Audio fingerprint similarity search.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="build a new index from SOURCEs and switch to it atomically")
+    b.add_argument("index_dir")
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="audio file, directory or .tsv of track_id<TAB>path")
+    b.add_argument("--jobs", type=int, default=os.cpu_count(), help="extraction processes (default: all cores)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    a = sub.add_parser("add", help="add tracks to an index (created if missing)")
+    a.add_argument("index_dir")
+    a.add_argument("sources", nargs="+", metavar="SOURCE")
+
+    r = sub.add_parser("remove", help="remove tracks by id")
+    r.add_argument("index_dir")
+    r.add_argument("track_ids", nargs="+", metavar="TRACK_ID")
+
+    q = sub.add_parser("query", help="find the catalog tracks each SOURCE copies")
+    q.add_argument("index_dir")
+    q.add_argument("sources", nargs="+", metavar="SOURCE")
+    q.add_argument("--json", action="store_true", help="one JSON line per query")
+    q.add_argument("--top-k", type=int, default=MatchConfig.top_k)
+    q.add_argument("--min-score", type=float, default=MatchConfig.min_score)
+    q.add_argument("--hits", action="store_true", help="include aligned hits in the JSON")
+
+    s = sub.add_parser("serve", help="serve the HTTP API with a production WSGI server (waitress)")
+    _index_arg(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--threads", type=int, default=max(4, os.cpu_count() or 1))
+    s.add_argument("--max-upload-mb", type=float, default=64.0)
+
+    i = sub.add_parser("info", help="tracks, hours, vectors, bytes on disk and in memory, configuration")
+    _index_arg(i)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.cmd](args)
+    except SimsearchError as exc:
+        print(f"simsearch {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"simsearch {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _cmd_build(args) -> int:
+    from .build import build
+    from .sources import expand_sources
+
+    sources = expand_sources(args.sources)
+    report = build(args.index_dir, sources, jobs=args.jobs, progress=not args.quiet)
+    summary = report.to_json()
+    summary.pop("failures")
+    print(json.dumps(summary))
+    for t, p, e in report.failures:
+        print(f"failed\t{t}\t{p}\t{e}", file=sys.stderr)
+    return 1 if report.failures and report.tracks == 0 else 0
+
+
+def _open_or_create(index_dir: str):
+    from .build import create_empty
+    from .engine import Engine
+
+    try:
+        return Engine(index_dir)
+    except IndexNotFound:
+        create_empty(Path(index_dir))
+        return Engine(index_dir)
+
+
+def _cmd_add(args) -> int:
+    from .engine import fingerprint_source
+    from .sources import expand_sources
+
+    eng = _open_or_create(args.index_dir)
+    failures = 0
+    chunk = []
+    for track_id, path in expand_sources(args.sources):
+        try:
+            if track_id in eng.tracks:
+                raise SimsearchError(f"track id {track_id!r} is already in the index")
+            d, codes, tr = fingerprint_source(path, eng.config, eng.limits)
+            chunk.append((track_id, d, str(Path(path).resolve()), {}, codes, tr))
+        except SimsearchError as exc:
+            failures += 1
+            print(f"failed\t{track_id}\t{path}\t{exc}", file=sys.stderr)
+        if len(chunk) >= 100:
+            eng.add_fingerprints(chunk)
+            chunk = []
+    if chunk:
+        eng.add_fingerprints(chunk)
+    print(json.dumps({"tracks": len(eng.tracks), "failed": failures}))
+    return 1 if failures else 0
+
+
+def _cmd_remove(args) -> int:
+    from .engine import Engine
+
+    eng = Engine(args.index_dir)
+    missing = 0
+    for tid in args.track_ids:
+        try:
+            eng.remove(tid)
+        except SimsearchError as exc:
+            missing += 1
+            print(f"simsearch remove: {exc}", file=sys.stderr)
+    print(json.dumps({"tracks": len(eng.tracks), "not_found": missing}))
+    return 1 if missing else 0
+
+
+def _cmd_query(args) -> int:
+    from .engine import Engine
+    from .sources import expand_sources
+
+    eng = Engine(args.index_dir)
+    mcfg = eng.match_config.replace(top_k=args.top_k, min_score=args.min_score)
+    failures = 0
+    for _, path in expand_sources(args.sources):
+        try:
+            res = eng.query(path, mcfg)
+        except SimsearchError as exc:
+            failures += 1
+            if args.json:
+                print(json.dumps({"query": path, "error": exc.code, "message": str(exc)}), flush=True)
+            else:
+                print(f"{path}\terror: {exc}", flush=True)
+            continue
+        if args.json:
+            body = res.to_json(args.hits)
+            print(json.dumps({"query": path, "matches": body["matches"], "elapsed_ms": body["elapsed_ms"]}), flush=True)
+        else:
+            if not res.matches:
+                print(f"{path}\tno match\t({res.elapsed_ms:.1f} ms)", flush=True)
+            for m in res.matches:
+                print(f"{path}\t{m.track_id}\tscore {m.score:.0f}\t{m.kind}\tquery {m.query_start:.2f}-{m.query_end:.2f} s"
+                      f"\tref {m.ref_start:.2f}-{m.ref_end:.2f} s\tspeed {m.speed:.3f}\tpitch {m.pitch_semitones:+.2f}"
+                      f"\t({res.elapsed_ms:.1f} ms)", flush=True)
+    return 1 if failures else 0
+
+
+def _cmd_serve(args) -> int:
+    import waitress
+
+    from .api import ApiConfig, create_app
+    from .engine import Engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    eng = Engine(args.index_dir)
+    _warm_up(eng)
+    app = create_app(eng, ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)))
+    logging.getLogger("simsearch").info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
+                                        args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
+    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simsearch",
+                   max_request_body_size=int(args.max_upload_mb * 1024 * 1024) + (1 << 20))
+    return 0
+
+
+def _warm_up(eng) -> None:
+    """Compile the numba kernels before the first request."""
+    rng = np.random.default_rng(0)
+    eng.query_samples((rng.standard_normal(eng.config.sample_rate * 3) * 0.1).astype(np.float32))
+
+
+def _cmd_info(args) -> int:
+    from .engine import Engine
+
+    print(json.dumps(Engine(args.index_dir).stats(), indent=2))
+    return 0
+
+
+_COMMANDS = {"build": _cmd_build, "add": _cmd_add, "remove": _cmd_remove, "query": _cmd_query,
+             "serve": _cmd_serve, "info": _cmd_info}

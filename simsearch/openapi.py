@@ -1,0 +1,111 @@
+"""The OpenAPI 3.1 document of the HTTP API."""
+
+from __future__ import annotations
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(desc: str) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_AUDIO_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "the audio file"},
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+            "min_score": {"type": "number", "minimum": 0},
+            "hits": {"type": "boolean", "description": "also return each match's aligned hits"}},
+            "additionalProperties": False}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+_QUERY_PARAMS = [
+    {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 50}},
+    {"name": "min_score", "in": "query", "schema": {"type": "number", "minimum": 0}},
+    {"name": "hits", "in": "query", "schema": {"type": "boolean"}},
+]
+
+_TRACK_ID = {"name": "track_id", "in": "path", "required": True,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+
+
+def openapi_document(version: str) -> dict:
+    bad_audio = {
+        "400": _err("bad parameter, unknown field or empty upload"),
+        "413": _err("upload or audio too large / too long"),
+        "415": _err("not decodable audio"),
+        "422": _err("audio too short"),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "simsearch", "version": version,
+                 "description": "Find which catalog track an audio upload copies or derives from."},
+        "paths": {
+            "/v1/query": {"post": {
+                "summary": "Match an audio upload against the catalog",
+                "parameters": _QUERY_PARAMS,
+                "requestBody": _AUDIO_BODY,
+                "responses": {"200": {"description": "matches above the decision threshold",
+                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QueryResult"}}}},
+                              **bad_audio}}},
+            "/v1/tracks": {"post": {
+                "summary": "Add a track to the catalog (durable before the response)",
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                    "type": "object", "required": ["file", "track_id"], "additionalProperties": False,
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "track_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "metadata": {"type": "string", "description": "a JSON object, stored with the track"},
+                        "check": {"type": "boolean", "description": "also return what the upload matches before it is added"},
+                        "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+                        "min_score": {"type": "number", "minimum": 0}}}}}},
+                "responses": {"201": {"description": "added", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "track": {"$ref": "#/components/schemas/Track"},
+                        "matches": {"type": "array", "items": {"$ref": "#/components/schemas/Match"}}}}}}},
+                              "409": _err("track id already taken"), **bad_audio}}},
+            "/v1/tracks/{track_id}": {
+                "get": {"summary": "A track's record", "parameters": [_TRACK_ID],
+                        "responses": {"200": {"description": "the track", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Track"}}}}, "404": _err("unknown track")}},
+                "delete": {"summary": "Remove a track", "parameters": [_TRACK_ID],
+                           "responses": {"200": {"description": "removed", "content": {"application/json": {
+                               "schema": {"type": "object", "properties": {"removed": {"type": "string"}}}}}},
+                               "404": _err("unknown track")}}},
+            "/v1/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/stats": {"get": {"summary": "Index size and configuration", "responses": {"200": {
+                "description": "stats", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
+                "description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error", "message"], "properties": {
+                "error": {"type": "string", "description": "machine-readable code"},
+                "message": {"type": "string"}}},
+            "Match": {"type": "object", "required": ["track_id", "score", "query_start", "query_end",
+                                                     "ref_start", "ref_end", "speed", "pitch_semitones", "kind"],
+                      "properties": {
+                          "track_id": {"type": "string"},
+                          "score": {"type": "number", "description": "aligned fingerprint hits; compare with min_score"},
+                          "query_start": {"type": "number", "description": "seconds"},
+                          "query_end": {"type": "number"},
+                          "ref_start": {"type": "number", "description": "seconds in the catalog track"},
+                          "ref_end": {"type": "number"},
+                          "speed": {"type": "number", "description": "time scale of the reference inside the query (1.25 = 25% faster)"},
+                          "pitch_semitones": {"type": "number", "description": "pitch of the query minus pitch of the reference"},
+                          "kind": {"type": "string", "enum": ["duplicate", "modified", "partial"]},
+                          "hits": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                                   "description": "aligned (query s, reference s) pairs, when hits=true"}}},
+            "QueryResult": {"type": "object", "required": ["duration_s", "matches", "elapsed_ms"], "properties": {
+                "duration_s": {"type": "number"},
+                "matches": {"type": "array", "items": {"$ref": "#/components/schemas/Match"}},
+                "elapsed_ms": {"type": "number"}}},
+            "Track": {"type": "object", "properties": {
+                "track_id": {"type": "string"}, "duration": {"type": "number"}, "path": {"type": "string"},
+                "meta": {"type": "object"}, "n_triplets": {"type": "integer"}}},
+        }},
+    }
