@@ -67,7 +67,7 @@ def _extract(item):
     track_id, path = item
     try:
         validate_track_id(track_id)
-        duration, codes, tr = fingerprint_source(path, _WORKER_CFG, _WORKER_LIMITS)
+        duration, codes, tr = fingerprint_source(path, _WORKER_CFG, _WORKER_LIMITS, prefer_ffmpeg=True)
         return track_id, path, (duration, codes, tr), None
     except SimsearchError as exc:
         return track_id, path, None, str(exc)

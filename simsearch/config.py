@@ -111,7 +111,7 @@ class MatchConfig:
     # Alignment: hits agree when they fall within `align_tol_s` of one line
     # (reference time = offset + speed * query time).
     align_tol_s: float = 0.064
-    speed_step: float = 0.004
+    speed_step: float = 0.02  # coarsest speed step; finer for long queries
     pitch_tol: float = 0.75
     max_candidates: int = 12
     # Decision: matches with fewer aligned hits are not returned.

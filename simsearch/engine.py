@@ -92,8 +92,8 @@ def fingerprint_samples(y: np.ndarray, cfg: FeatureConfig) -> tuple[float, np.nd
     return len(y) / cfg.sample_rate, codes, tr
 
 
-def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits):
-    return fingerprint_samples(decode_audio(source, cfg.sample_rate, limits), cfg)
+def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits, prefer_ffmpeg: bool = False):
+    return fingerprint_samples(decode_audio(source, cfg.sample_rate, limits, prefer_ffmpeg), cfg)
 
 
 def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, features.Triplets]]) -> store.TrackBatch:

@@ -71,28 +71,49 @@ def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarr
 
 
 def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: float) -> list[Candidate]:
-    """Best alignment of each of the most-hit tracks, best first."""
+    """Best alignment of each of the most promising tracks, best first."""
     if len(h) == 0:
         return []
-    tracks, counts = np.unique(h.track, return_counts=True)
-    order = np.argsort(-counts, kind="stable")
-    tracks = tracks[order][counts[order] >= max(3, mcfg.min_score * 0.5)][: mcfg.max_candidates]
+    tmid = 0.5 * query_frames
+    tracks = _promising_tracks(h, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
     out = []
     for t in tracks:
-        c = _align_track(h.take(h.track == t), int(t), tol, fs, mcfg, query_frames)
+        c = _align_track(h.take(h.track == t), int(t), tol, fs, mcfg, query_frames, tmid)
         if c is not None:
             out.append(c)
     out.sort(key=lambda c: -c.score)
     return out
 
 
-def _speed_grid(h: Hits, mcfg: MatchConfig) -> np.ndarray:
+def _promising_tracks(h: Hits, tmid: float, mcfg: MatchConfig, coarse: float = 8.0) -> np.ndarray:
+    """Tracks whose hits pile up in one coarse cell of reference time at the
+    query's middle, each hit projected there with its own span-ratio speed.
+    Cheap and tolerant, so the exact Hough vote runs on few tracks."""
+    speed = np.clip(np.maximum(h.sr, 0.25) / h.sq, mcfg.min_speed, mcfg.max_speed)
+    cell = np.floor((h.tr + speed * (tmid - h.tq)) / coarse).astype(np.int64)
+    key = (h.track << 24) + (cell + (1 << 23))
+    keys, counts = np.unique(key, return_counts=True)
+    # A line near a cell edge splits in two: count each cell with its right neighbour.
+    nxt = np.searchsorted(keys, keys + 1)
+    has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
+    pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
+    track = keys >> 24
+    order = np.lexsort((-pair, track))
+    first = np.unique(track[order], return_index=True)[1]
+    best_track, best = track[order][first], pair[order][first]
+    keep = best >= max(3.0, 0.5 * mcfg.min_score)
+    best_track, best = best_track[keep], best[keep]
+    return best_track[np.argsort(-best, kind="stable")][: mcfg.max_candidates]
+
+
+def _speed_grid(h: Hits, mcfg: MatchConfig, tol: float, half_span: float) -> np.ndarray:
     """Speeds to try: the searched range, narrowed to where the hits' own
-    span ratios cluster."""
+    span ratios cluster, in steps fine enough that a line's hits stay within
+    `tol` frames of each other over `half_span` frames either side of the middle."""
     lo, hi = np.log2(mcfg.min_speed), np.log2(mcfg.max_speed)
-    step = np.log2(1.0 + mcfg.speed_step)
+    step = np.log2(1.0 + min(mcfg.speed_step, tol / max(half_span, 1.0)))
     ls = np.clip(np.log2(np.maximum(h.sr, 0.25) / h.sq), lo, hi)
     if hi - lo > 0.12 and len(ls) >= 8:
         hist, edges = np.histogram(ls, bins=max(4, int(np.ceil((hi - lo) / 0.03))), range=(lo, hi))
@@ -103,11 +124,14 @@ def _speed_grid(h: Hits, mcfg: MatchConfig) -> np.ndarray:
 
 
 def _align_track(h: Hits, track: int, tol: float, fs: float, mcfg: MatchConfig,
-                 query_frames: float) -> Candidate | None:
-    speeds = _speed_grid(h, mcfg)
-    s, a, votes = K.best_alignment(h.tq, h.tr, speeds, tol)
+                 query_frames: float, tmid: float) -> Candidate | None:
+    # Vote with query times centred on the query's middle, so that an error
+    # in speed moves the hits least.
+    speeds = _speed_grid(h, mcfg, tol, float(np.abs(h.tq - tmid).max()))
+    s, a_mid, votes = K.best_alignment(h.tq - tmid, h.tr, speeds, tol)
     if votes < 3:
         return None
+    a = a_mid - s * tmid
     inl = np.abs(h.tr - (a + s * h.tq)) <= tol
     # Refine the line by least squares on its inliers, then take them again.
     if np.ptp(h.tq[inl]) > 1.0 / fs:
