@@ -24,9 +24,9 @@ class FeatureConfig:
     # Log-frequency axis: `n_octaves` octaves from `fmin` Hz, `bins_per_octave`
     # bins each.  A pitch shift or a resampling moves every peak by the same
     # number of bins on this axis, which is what makes the hashes invariant.
-    fmin: float = 110.0
+    fmin: float = 220.0
     bins_per_octave: int = 36
-    n_octaves: int = 5
+    n_octaves: int = 4
     # Spectral peaks: strict local maxima in a (2*r+1) frames x (2*r+1) bins
     # neighbourhood, louder than `floor_db` (dB relative to full scale).
     peak_time_radius: int = 4
@@ -36,7 +36,7 @@ class FeatureConfig:
     # query side keeps more peaks and more triplets than the reference side,
     # so that the reference's triplets are found among them despite noise.
     density_block_s: float = 1.0
-    ref_peaks_per_block: int = 10
+    ref_peaks_per_block: int = 12
     query_peaks_per_block: int = 18
     ref_fanout: int = 3
     query_fanout: int = 5
@@ -112,7 +112,7 @@ class MatchConfig:
     # (reference time = offset + speed * query time).
     align_tol_s: float = 0.064
     speed_step: float = 0.02  # coarsest speed step; finer for long queries
-    pitch_tol: float = 0.75
+    pitch_tol: float = 0.5
     max_candidates: int = 12
     # Decision: matches with fewer aligned hits are not returned.
     min_score: float = 10.0

@@ -139,6 +139,12 @@ def _align_track(h: Hits, track: int, tol: float, fs: float, mcfg: MatchConfig,
         if mcfg.min_speed * 0.98 <= s_fit <= mcfg.max_speed * 1.02:
             s, a = s_fit, a_fit
             inl = np.abs(h.tr - (a + s * h.tq)) <= tol
+    # A hit on the line by chance has a random span ratio and pitch: keep only
+    # hits whose own speed and pitch agree with the line's.
+    span_err = np.abs(np.log2(np.maximum(h.sr, 0.25) / h.sq) - np.log2(s))
+    inl &= span_err <= 1.0 / h.sq + 0.03
+    if inl.sum() < 3:
+        return None
     pitch = float(np.median(h.pitch[inl]))
     inl &= np.abs(h.pitch - pitch) <= mcfg.pitch_tol
     if inl.sum() < 3:
