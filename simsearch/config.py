@@ -102,9 +102,9 @@ class MatchConfig:
     # Search range: reference speed inside the query (1.25 = sped up by 25%)
     # and the query's pitch shift in semitones (whatever its cause: resampling
     # moves pitch with speed, a pitch shifter without it).
-    min_speed: float = 0.95
-    max_speed: float = 1.05
-    max_pitch: float = 1.0
+    min_speed: float = 0.75
+    max_speed: float = 1.30
+    max_pitch: float = 5.0
     # A quantised field whose value lies within `probe_margin` (in quantisation
     # steps) of a cell edge is also looked up in the neighbouring cell.
     probe_margin: float = 0.3

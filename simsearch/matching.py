@@ -75,59 +75,64 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
     if len(h) == 0:
         return []
     tmid = 0.5 * query_frames
-    tracks = _promising_tracks(h, tmid, mcfg)
+    log_speed = np.clip(np.log2(np.maximum(h.sr, 0.25) / h.sq), np.log2(mcfg.min_speed), np.log2(mcfg.max_speed))
+    tracks, centres = _promising_tracks(h, log_speed, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
     out = []
-    for t in tracks:
-        c = _align_track(h.take(h.track == t), int(t), tol, fs, mcfg, query_frames, tmid)
+    for t, centre in zip(tracks, centres):
+        c = _align_track(h.take(h.track == t), int(t), centre, tol, fs, mcfg, query_frames, tmid)
         if c is not None:
             out.append(c)
     out.sort(key=lambda c: -c.score)
     return out
 
 
-def _promising_tracks(h: Hits, tmid: float, mcfg: MatchConfig, coarse: float = 8.0) -> np.ndarray:
+def _promising_tracks(h: Hits, log_speed: np.ndarray, tmid: float, mcfg: MatchConfig,
+                      coarse: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
     """Tracks whose hits pile up in one coarse cell of reference time at the
     query's middle, each hit projected there with its own span-ratio speed.
-    Cheap and tolerant, so the exact Hough vote runs on few tracks."""
-    speed = np.clip(np.maximum(h.sr, 0.25) / h.sq, mcfg.min_speed, mcfg.max_speed)
-    cell = np.floor((h.tr + speed * (tmid - h.tq)) / coarse).astype(np.int64)
+    Cheap and tolerant, so the exact Hough vote runs on few tracks.
+
+    Returns the tracks, best first, and for each the median log2 speed of the
+    hits in its best cell (where to centre the exact search).
+    """
+    cell = np.floor((h.tr + 2.0**log_speed * (tmid - h.tq)) / coarse).astype(np.int64)
     key = (h.track << 24) + (cell + (1 << 23))
-    keys, counts = np.unique(key, return_counts=True)
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     # A line near a cell edge splits in two: count each cell with its right neighbour.
     nxt = np.searchsorted(keys, keys + 1)
     has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
     pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
     track = keys >> 24
     order = np.lexsort((-pair, track))
-    first = np.unique(track[order], return_index=True)[1]
-    best_track, best = track[order][first], pair[order][first]
-    keep = best >= max(3.0, 0.5 * mcfg.min_score)
-    best_track, best = best_track[keep], best[keep]
-    return best_track[np.argsort(-best, kind="stable")][: mcfg.max_candidates]
+    first = order[np.unique(track[order], return_index=True)[1]]  # best cell of each track
+    keep = pair[first] >= max(3.0, 0.5 * mcfg.min_score)
+    first = first[keep]
+    first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
+    centres = np.empty(len(first))
+    for k, c in enumerate(first):
+        sel = (inverse == c) | (inverse == nxt[c]) & has[c]
+        centres[k] = np.median(log_speed[sel])
+    return track[first], centres
 
 
-def _speed_grid(h: Hits, mcfg: MatchConfig, tol: float, half_span: float) -> np.ndarray:
-    """Speeds to try: the searched range, narrowed to where the hits' own
-    span ratios cluster, in steps fine enough that a line's hits stay within
-    `tol` frames of each other over `half_span` frames either side of the middle."""
-    lo, hi = np.log2(mcfg.min_speed), np.log2(mcfg.max_speed)
+def _speed_grid(centre: float, mcfg: MatchConfig, tol: float, half_span: float,
+                width: float = 0.06) -> np.ndarray:
+    """Speeds to try around `centre` (log2), within the searched range, in steps
+    fine enough that a line's hits stay within `tol` frames of each other over
+    `half_span` frames either side of the query's middle."""
+    lo = max(np.log2(mcfg.min_speed), centre - width)
+    hi = min(np.log2(mcfg.max_speed), centre + width)
     step = np.log2(1.0 + min(mcfg.speed_step, tol / max(half_span, 1.0)))
-    ls = np.clip(np.log2(np.maximum(h.sr, 0.25) / h.sq), lo, hi)
-    if hi - lo > 0.12 and len(ls) >= 8:
-        hist, edges = np.histogram(ls, bins=max(4, int(np.ceil((hi - lo) / 0.03))), range=(lo, hi))
-        k = int(np.argmax(np.convolve(hist, np.ones(3), mode="same")))
-        centre = 0.5 * (edges[k] + edges[k + 1])
-        lo, hi = max(lo, centre - 0.08), min(hi, centre + 0.08)
     return 2.0 ** np.arange(lo, hi + step * 0.5, step)
 
 
-def _align_track(h: Hits, track: int, tol: float, fs: float, mcfg: MatchConfig,
+def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg: MatchConfig,
                  query_frames: float, tmid: float) -> Candidate | None:
     # Vote with query times centred on the query's middle, so that an error
     # in speed moves the hits least.
-    speeds = _speed_grid(h, mcfg, tol, float(np.abs(h.tq - tmid).max()))
+    speeds = _speed_grid(centre, mcfg, tol, float(np.abs(h.tq - tmid).max()))
     s, a_mid, votes = K.best_alignment(h.tq - tmid, h.tr, speeds, tol)
     if votes < 3:
         return None
