@@ -123,26 +123,29 @@ def peak_triplets(t, f, fanout, min_span, max_span, max_df):
 
 
 @nb.jit(**_JIT)
-def _pack(r, d2, d3, fb, sb, n_df, n_fb, n_sb):
-    return (((r * n_df + d2) * n_df + d3) * n_fb + fb) * n_sb + sb
+def _pack(r, d2, d3, fb, sb, order, n_df, n_fb, n_sb):
+    return ((((r * n_df + d2) * n_df + d3) * n_fb + fb) * n_sb + sb) * 8 + order
 
 
 @nb.jit(**_JIT)
-def hash_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb):
+def hash_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb):
     """Reference-side hash of each triplet: one code per triplet.
 
     xr, xd2, xd3 are the invariant fields in units of quantisation steps;
-    f1 (bins) and span (frames) give the coarse, non-invariant bands.
+    f1 (bins) and span (frames) give the coarse, non-invariant bands;
+    dv [n, 3] holds the level differences v1-v2, v1-v3, v2-v3 (dB), whose
+    signs (the loudness order of the three peaks) make three more bits.
     """
     n = len(xr)
     out = np.empty(n, np.uint64)
     for i in range(n):
+        order = (dv[i, 0] > 0) * 4 + (dv[i, 1] > 0) * 2 + (dv[i, 2] > 0) * 1
         r = min(max(int(np.floor(xr[i])), 0), n_r - 1)
         d2 = min(max(int(np.floor(xd2[i])), 0), n_df - 1)
         d3 = min(max(int(np.floor(xd3[i])), 0), n_df - 1)
         fb = min(max(int(np.floor(f1[i] / f1_band)), 0), n_fb - 1)
         sb = min(max(int(np.floor(np.log2(span[i] / min_span) / span_oct)), 0), n_sb - 1)
-        out[i] = _pack(r, d2, d3, fb, sb, n_df, n_fb, n_sb)
+        out[i] = _pack(r, d2, d3, fb, sb, order, n_df, n_fb, n_sb)
     return out
 
 
@@ -165,12 +168,13 @@ def _cells(x, margin, n, out):
 
 
 @nb.jit(**_JIT)
-def probe_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb,
-                margin, f1_lo, f1_hi, span_lo, span_hi):
+def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, span_oct, n_sb,
+                margin, f1_lo, f1_hi, span_lo, span_hi, tie_db):
     """Query-side probes: every code a reference triplet matching each query
-    triplet may carry, given quantisation noise (`margin`, in steps) and the
+    triplet may carry, given quantisation noise (`margin`, in steps), the
     searched range of pitch shifts (f1 moves by [f1_lo, f1_hi] bins) and
-    speeds (span scales by [span_lo, span_hi]).
+    speeds (span scales by [span_lo, span_hi]), and level differences within
+    `tie_db` of zero, whose sign may have flipped.
 
     Returns (codes, owner): owner[k] is the query triplet of probe k.
     """
@@ -180,7 +184,8 @@ def probe_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span
     c3 = np.empty(3, np.int64)
     max_fb = int(np.ceil((f1_hi - f1_lo) / f1_band)) + 2
     max_sb = int(np.ceil(np.log2(span_hi / span_lo) / span_oct)) + 2
-    cap = n * 27 * max_fb * max_sb
+    cap = n * 27 * max_fb * max_sb * 8
+    orders = np.empty(8, np.int64)
     codes = np.empty(cap, np.uint64)
     owner = np.empty(cap, np.int64)
     k = 0
@@ -194,14 +199,23 @@ def probe_codes(xr, xd2, xd3, f1, span, n_r, n_df, f1_band, n_fb, min_span, span
         s_hi = span[i] * span_hi
         sb0 = max(int(np.floor(np.log2(max(s_lo, 1e-9) / min_span) / span_oct)), 0)
         sb1 = min(int(np.floor(np.log2(s_hi / min_span) / span_oct)), n_sb - 1)
+        n_ord = 1
+        orders[0] = (dv[i, 0] > 0) * 4 + (dv[i, 1] > 0) * 2 + (dv[i, 2] > 0) * 1
+        for bit in range(3):
+            if abs(dv[i, bit]) < tie_db:
+                flip = 1 << (2 - bit)
+                for o in range(n_ord):
+                    orders[n_ord + o] = orders[o] ^ flip
+                n_ord *= 2
         for a in range(nr):
             for b in range(n2):
                 for c in range(n3):
                     for fb in range(fb0, fb1 + 1):
                         for sb in range(sb0, sb1 + 1):
-                            codes[k] = _pack(cr[a], c2[b], c3[c], fb, sb, n_df, n_fb, n_sb)
-                            owner[k] = i
-                            k += 1
+                            for o in range(n_ord):
+                                codes[k] = _pack(cr[a], c2[b], c3[c], fb, sb, orders[o], n_df, n_fb, n_sb)
+                                owner[k] = i
+                                k += 1
     return codes[:k], owner[:k]
 
 

@@ -73,7 +73,7 @@ class FeatureConfig:
 
     @property
     def hash_cardinality(self) -> int:
-        return self.ratio_levels * self.df_levels**2 * self.f1_bands * self.span_bands
+        return self.ratio_levels * self.df_levels**2 * self.f1_bands * self.span_bands * 8
 
     def validate(self) -> "FeatureConfig":
         from .errors import ParameterError
@@ -108,6 +108,8 @@ class MatchConfig:
     # A quantised field whose value lies within `probe_margin` (in quantisation
     # steps) of a cell edge is also looked up in the neighbouring cell.
     probe_margin: float = 0.3
+    # Peaks whose levels differ by less than `tie_db` may swap loudness order.
+    tie_db: float = 1.0
     # Alignment: hits agree when they fall within `align_tol_s` of one line
     # (reference time = offset + speed * query time).
     align_tol_s: float = 0.064

@@ -5,6 +5,8 @@ A triplet is an anchor peak and two later peaks.  Its hash is built from
   * the time ratio (t2 - t1) / (t3 - t1), unchanged by any time scaling,
   * the frequency differences f2 - f1 and f3 - f1 on a log-frequency axis,
     unchanged by any pitch shift or resampling,
+  * the loudness order of the three peaks (three signs of level differences),
+    which a gain or a gentle equaliser keeps,
   * two coarse bands, of f1 and of the span t3 - t1, which do move under
     pitch and speed changes: the query probes every band the searched range
     of pitch and speed can reach.
@@ -113,6 +115,7 @@ class Triplets:
     t1: np.ndarray  # anchor time, frames
     f1: np.ndarray  # anchor frequency, bins
     span: np.ndarray  # t3 - t1, frames
+    dv: np.ndarray  # float32 [n, 3]: v1 - v2, v1 - v3, v2 - v3, dB
 
     def __len__(self) -> int:
         return len(self.t1)
@@ -130,12 +133,13 @@ def peak_triplets(p: Peaks, cfg: FeatureConfig, fanout: int) -> Triplets:
         t1=p.t[i],
         f1=p.f[i],
         span=span,
+        dv=np.stack([p.v[i] - p.v[a], p.v[i] - p.v[b], p.v[a] - p.v[b]], axis=1).astype(np.float32),
     )
 
 
 def reference_codes(tr: Triplets, cfg: FeatureConfig) -> np.ndarray:
     """One uint64 hash code per triplet (the value stored in the index)."""
-    return K.hash_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, cfg.ratio_levels, cfg.df_levels,
+    return K.hash_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, tr.dv, cfg.ratio_levels, cfg.df_levels,
                         float(cfg.f1_band), cfg.f1_bands, float(cfg.min_span), cfg.span_band_octaves,
                         cfg.span_bands)
 
@@ -146,10 +150,10 @@ def query_probes(tr: Triplets, cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[n
     # semitones (plus a bin of slack for the peak's own jitter).
     hi = mcfg.max_pitch * cfg.bins_per_octave / 12.0 + 1.0
     lo = -hi
-    return K.probe_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, cfg.ratio_levels, cfg.df_levels,
+    return K.probe_codes(tr.xr, tr.xd2, tr.xd3, tr.f1, tr.span, tr.dv, cfg.ratio_levels, cfg.df_levels,
                          float(cfg.f1_band), cfg.f1_bands, float(cfg.min_span), cfg.span_band_octaves,
                          cfg.span_bands, mcfg.probe_margin, lo, hi,
-                         mcfg.min_speed * 0.97, mcfg.max_speed * 1.03)
+                         mcfg.min_speed * 0.97, mcfg.max_speed * 1.03, mcfg.tie_db)
 
 
 def reference_fingerprint(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, Triplets]:

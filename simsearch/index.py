@@ -15,6 +15,10 @@ import math
 import faiss
 import numpy as np
 
+# A query's lookups are small; across concurrent queries, one thread each
+# beats OpenMP fan-out (which also spins on a busy machine).
+faiss.omp_set_num_threads(1)
+
 # Hit id layout (63 bits; the sign bit stays clear for FAISS's -1):
 #   track (25) | anchor time, half-frames (21) | anchor freq, half-bins (9) | span, half-frames (8)
 SPAN_BITS = 8

@@ -107,7 +107,9 @@ def _promising_tracks(h: Hits, log_speed: np.ndarray, tmid: float, mcfg: MatchCo
     track = keys >> 24
     order = np.lexsort((-pair, track))
     first = order[np.unique(track[order], return_index=True)[1]]  # best cell of each track
-    keep = pair[first] >= max(3.0, 0.5 * mcfg.min_score)
+    # The coarse count is nearly an upper bound of the final score: tracks well
+    # under the decision threshold are not worth the exact vote.
+    keep = pair[first] >= max(3.0, 0.7 * mcfg.min_score)
     first = first[keep]
     first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
     centres = np.empty(len(first))
