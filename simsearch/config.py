@@ -32,14 +32,12 @@ class FeatureConfig:
     peak_time_radius: int = 4
     peak_freq_radius: int = 6
     floor_db: float = -75.0
-    # Density: at most this many peaks per `density_block_s` seconds.  The
-    # query side keeps more peaks and more triplets than the reference side,
-    # so that the reference's triplets are found among them despite noise.
+    # Density of the catalog side: at most `ref_peaks_per_block` peaks per
+    # `density_block_s` seconds, each anchoring triplets with its next
+    # `ref_fanout` peaks.  (The query side's density is in MatchConfig.)
     density_block_s: float = 1.0
     ref_peaks_per_block: int = 12
-    query_peaks_per_block: int = 18
     ref_fanout: int = 3
-    query_fanout: int = 5
     # Triplets: anchor + two later peaks within `max_span` frames and
     # `max_df` bins of the anchor.
     min_span: int = 3
@@ -99,6 +97,10 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class MatchConfig:
+    # The query side keeps more peaks and more triplets than the catalog side,
+    # so that the catalog's triplets are found among them despite noise.
+    query_peaks_per_block: int = 18
+    query_fanout: int = 5
     # Search range: reference speed inside the query (1.25 = sped up by 25%)
     # and the query's pitch shift in semitones (whatever its cause: resampling
     # moves pitch with speed, a pitch shifter without it).

@@ -242,7 +242,7 @@ class Engine:
         t0 = time.perf_counter() if t0 is None else t0
         mcfg = match_config or self.match_config
         cfg = self.config
-        q = features.query_triplets(y, cfg)
+        q = features.query_triplets(y, cfg, mcfg)
         codes, owner = features.query_probes(q, cfg, mcfg)
         with self._lock.read():
             probe, ids = self.index.lookup(codes)

@@ -163,7 +163,7 @@ def reference_fingerprint(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray
     return reference_codes(tr, cfg), tr
 
 
-def query_triplets(y: np.ndarray, cfg: FeatureConfig) -> Triplets:
+def query_triplets(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> Triplets:
     """The denser triplet set of a query."""
-    p = spectral_peaks(log_spectrogram(y, cfg), cfg, cfg.query_peaks_per_block)
-    return peak_triplets(p, cfg, cfg.query_fanout)
+    p = spectral_peaks(log_spectrogram(y, cfg), cfg, mcfg.query_peaks_per_block)
+    return peak_triplets(p, cfg, mcfg.query_fanout)

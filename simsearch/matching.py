@@ -79,9 +79,14 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
     tracks, centres = _promising_tracks(h, log_speed, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
+    # Sort once by track so that each candidate's hits are one slice.
+    order = np.argsort(h.track, kind="stable")
+    hs = h.take(order)
+    lo = np.searchsorted(hs.track, tracks, side="left")
+    hi = np.searchsorted(hs.track, tracks, side="right")
     out = []
-    for t, centre in zip(tracks, centres):
-        c = _align_track(h.take(h.track == t), int(t), centre, tol, fs, mcfg, query_frames, tmid)
+    for t, centre, a, b in zip(tracks, centres, lo, hi):
+        c = _align_track(hs.take(slice(a, b)), int(t), centre, tol, fs, mcfg, query_frames, tmid)
         if c is not None:
             out.append(c)
     out.sort(key=lambda c: -c.score)
@@ -141,8 +146,11 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     a = a_mid - s * tmid
     inl = np.abs(h.tr - (a + s * h.tq)) <= tol
     # Refine the line by least squares on its inliers, then take them again.
-    if np.ptp(h.tq[inl]) > 1.0 / fs:
-        s_fit, a_fit = np.polyfit(h.tq[inl], h.tr[inl], 1)
+    x, y = h.tq[inl], h.tr[inl]
+    if np.ptp(x) > 1.0 / fs:
+        xm, ym = x.mean(), y.mean()
+        s_fit = float(np.dot(x - xm, y - ym) / np.dot(x - xm, x - xm))
+        a_fit = ym - s_fit * xm
         if mcfg.min_speed * 0.98 <= s_fit <= mcfg.max_speed * 1.02:
             s, a = s_fit, a_fit
             inl = np.abs(h.tr - (a + s * h.tq)) <= tol
@@ -157,7 +165,7 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     if inl.sum() < 3:
         return None
     hi = h.take(inl)
-    pairs = np.unique(np.stack([np.rint(hi.tq * 2), np.rint(hi.tr * 2)], axis=1), axis=0)
+    pairs = np.unique(np.rint(hi.tq * 2).astype(np.int64) * (1 << 22) + np.rint(hi.tr * 2).astype(np.int64))
     pitch = float(np.median(hi.pitch))
     q0 = float(hi.tq.min())
     q1 = float(min(query_frames, (hi.tq + hi.sq).max()))
