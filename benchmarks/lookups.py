@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import math
+import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -112,15 +113,22 @@ def hit_pairs(probe: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.stack([probe[order], ids[order]], axis=1)
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of `repeats` calls, in seconds (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
+def timed_lookup(lookup: Lookup, probes: np.ndarray, repeats: int,
+                 budget_s: float = 0.2) -> tuple[float, np.ndarray]:
+    """Hits of one lookup and its fastest time in seconds.
+
+    The first call gives the hits; a lookup faster than `budget_s` is called
+    `repeats` more times and the fastest call counts (a slow one is not
+    repeated: one call already measures it well and repeats would take long).
+    """
+    t0 = time.perf_counter()
+    hits = hit_pairs(*lookup(probes))
+    best = time.perf_counter() - t0
+    for _ in range(repeats if best < budget_s else 0):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        lookup(probes)
+        best = min(best, time.perf_counter() - t0)
+    return best, hits
 
 
 def rss_bytes() -> int:
@@ -132,7 +140,50 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def compare_lookups(engine, probe_sets: list[np.ndarray], repeats: int = 5, threads: int = 1) -> list[dict]:
+def build_structure(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int):
+    """One of the compared structures: "hash", "multihash" or "sorted"."""
+    if kind == "hash":
+        return binary_hash(codes, ids, bits)
+    if kind == "multihash":
+        return binary_multihash(codes, ids, 2, math.ceil(bits / 2))
+    if kind == "sorted":
+        return SortedTable.build(codes, ids)
+    raise ValueError(f"unknown structure {kind!r}")
+
+
+def _rss_growth_child(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int) -> int:
+    gc.collect()
+    before = rss_bytes()
+    structure = build_structure(kind, codes, ids, bits)
+    gc.collect()
+    growth = rss_bytes() - before
+    del structure
+    return growth
+
+
+def rss_growth(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int) -> int:
+    """How much the resident size of a fresh process grows while it builds the
+    structure (its inputs already loaded): the memory it really takes,
+    allocator overhead included."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_rss_growth_child, (kind, codes, ids, bits))
+
+
+STRUCTURES = (
+    ("faiss.IndexBinaryHash", "hash", "b={bits}, range_search radius 1"),
+    ("faiss.IndexBinaryMultiHash", "multihash", "nhash=2, b={half} (in IndexBinaryIDMap), range_search radius 1"),
+    ("numpy sorted + searchsorted", "sorted", "uint64 codes + int64 ids, 2 binary searches per probe"),
+)
+
+
+def memory_bytes(structure) -> tuple[int, str]:
+    """Size of a structure's data: array bytes, or FAISS's serialized bytes."""
+    if isinstance(structure, SortedTable):
+        return structure.nbytes, "array bytes"
+    return int(faiss.serialize_index_binary(structure).nbytes), "serialized bytes"
+
+
+def compare_lookups(engine, probe_sets: list[np.ndarray], repeats: int = 5, threads: int = 1) -> dict:
     """Build each structure over the engine's catalog codes, check that it
     returns the same hits as IndexBinaryHash for every probe set, and time it.
 
@@ -142,63 +193,55 @@ def compare_lookups(engine, probe_sets: list[np.ndarray], repeats: int = 5, thre
     probe_sets : list of np.ndarray [uint64]
         The probe codes of each query (`simsearch.features.query_probes`).
     repeats : int
-        Timed calls per query; the fastest counts, the median over queries is reported.
+        Extra timed calls per query (see `timed_lookup`); the fastest counts,
+        the median over queries is reported.
     threads : int
         OpenMP threads for FAISS during the comparison (restored afterwards).
 
     Returns
     -------
-    list of dict, one per structure: name, parameters, lookup_ms_median,
-    memory (serialized or array bytes), rss_growth_bytes (indicative), same_hits.
+    dict
+        "setup": sizes and settings; "structures": one dict per structure with
+        name, parameters, lookup_ms_median, memory_bytes (serialized or array
+        bytes), rss_growth_bytes (measured in a fresh process) and same_hits.
     """
     codes, ids = catalog_codes(engine)
     bits = engine.index.bits
-    half = math.ceil(bits / 2)
+    reference = faiss_exact_lookup(binary_hash(codes, ids, bits))
+    expected = [hit_pairs(*reference(p)) for p in probe_sets]
+    for probes, want in zip(probe_sets, expected):
+        if not np.array_equal(hit_pairs(*engine.index.lookup(probes)), want):
+            raise AssertionError("the engine's index and a fresh IndexBinaryHash return other hits")
     saved_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
+    rows = []
     try:
-        built = []
-        for name, params, make in (
-            ("faiss.IndexBinaryHash", f"b={bits}, range_search radius 1", lambda: binary_hash(codes, ids, bits)),
-            ("faiss.IndexBinaryMultiHash", f"nhash=2, b={half}, in IndexBinaryIDMap, radius 1",
-             lambda: binary_multihash(codes, ids, 2, half)),
-            ("numpy sorted + searchsorted", "uint64 codes + int64 ids", lambda: SortedTable.build(codes, ids)),
-        ):
-            gc.collect()
-            before = rss_bytes()
-            structure = make()
-            gc.collect()
-            built.append((name, params, structure, rss_bytes() - before))
-        reference = faiss_exact_lookup(built[0][2])
-        engine_hits = [hit_pairs(*engine.index.lookup(p)) for p in probe_sets]
-        expected = [hit_pairs(*reference(p)) for p in probe_sets]
-        for got, want in zip(engine_hits, expected):
-            assert np.array_equal(got, want), "the engine's index and a fresh IndexBinaryHash disagree"
-        rows = []
-        for name, params, structure, rss_growth in built:
-            if isinstance(structure, SortedTable):
-                lookup, memory = structure.lookup, structure.nbytes
-            else:
-                lookup, memory = faiss_exact_lookup(structure), int(faiss.serialize_index_binary(structure).nbytes)
+        for name, kind, params in STRUCTURES:
+            structure = build_structure(kind, codes, ids, bits)
+            lookup = structure.lookup if isinstance(structure, SortedTable) else faiss_exact_lookup(structure)
+            times = []
             for probes, want in zip(probe_sets, expected):
-                got = hit_pairs(*lookup(probes))
-                assert np.array_equal(got, want), f"{name} returns other hits than IndexBinaryHash"
-            times = [best_time(lambda p=p: lookup(p), repeats) for p in probe_sets]
+                seconds, got = timed_lookup(lookup, probes, repeats)
+                if not np.array_equal(got, want):
+                    raise AssertionError(f"{name} returns other hits than IndexBinaryHash")
+                times.append(seconds)
+            memory, memory_kind = memory_bytes(structure)
             rows.append({
                 "name": name,
-                "parameters": params,
+                "parameters": params.format(bits=bits, half=math.ceil(bits / 2)),
                 "lookup_ms_median": round(float(np.median(times)) * 1000, 3),
                 "lookup_ms_max": round(float(np.max(times)) * 1000, 3),
                 "memory_bytes": memory,
-                "memory_kind": "array bytes" if isinstance(structure, SortedTable) else "serialized bytes",
-                "rss_growth_bytes": int(rss_growth),
+                "memory_kind": memory_kind,
+                "rss_growth_bytes": rss_growth(kind, codes, ids, bits),
                 "same_hits": True,
             })
+            del structure, lookup
     finally:
         faiss.omp_set_num_threads(saved_threads)
-    summary = {"vectors": int(len(codes)), "bits": bits, "threads": threads, "repeats": repeats,
-               "queries": len(probe_sets),
-               "probes_per_query_median": int(np.median([len(p) for p in probe_sets])),
-               "hits_per_query_median": int(np.median([len(h) for h in expected])),
-               "engine_memory_estimate_bytes": int(engine.index.memory_bytes())}
-    return [dict(r, **summary) for r in rows]
+    setup = {"vectors": int(len(codes)), "bits": bits, "threads": threads, "repeats": repeats,
+             "queries": len(probe_sets),
+             "probes_per_query_median": int(np.median([len(p) for p in probe_sets])),
+             "hits_per_query_median": int(np.median([len(h) for h in expected])),
+             "engine_memory_estimate_bytes": int(engine.index.memory_bytes())}
+    return {"setup": setup, "structures": rows}

@@ -204,9 +204,13 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
         for bit in range(3):
             if abs(dv[i, bit]) < tie_db:
                 flip = 1 << (2 - bit)
+                m = n_ord
                 for o in range(n_ord):
-                    orders[n_ord + o] = orders[o] ^ flip
-                n_ord *= 2
+                    flipped = orders[o] ^ flip
+                    if flipped != 2 and flipped != 5:  # 2 and 5 are cyclic orders: impossible
+                        orders[m] = flipped
+                        m += 1
+                n_ord = m
         for a in range(nr):
             for b in range(n2):
                 for c in range(n3):

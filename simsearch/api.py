@@ -35,7 +35,9 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     app.extensions[EXT] = {"engine": engine, "config": api_config, "refresh_lock": threading.Lock()}
 
     def eng() -> Engine:
-        return app.extensions[EXT]["engine"]
+        e = app.extensions[EXT]["engine"]
+        e.maybe_refresh()  # picks up a rebuild or another process's additions
+        return e
 
     @app.errorhandler(SimsearchError)
     def _simsearch_error(exc: SimsearchError):

@@ -160,6 +160,8 @@ class Engine:
         self._verify = verify
         self._lock = _RWLock()
         self._write_mutex = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._last_check = time.monotonic()
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -216,6 +218,18 @@ class Engine:
     def _stamp(self):
         cur = self.index_dir / "CURRENT"
         return cur.read_text(), cur.stat().st_mtime_ns
+
+    def maybe_refresh(self, min_interval_s: float = 1.0) -> None:
+        """refresh(), at most once per `min_interval_s`, by one thread at a time;
+        the others go on with the state they have."""
+        now = time.monotonic()
+        if now - self._last_check < min_interval_s or not self._refresh_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_check = now
+            self.refresh()
+        finally:
+            self._refresh_lock.release()
 
     def refresh(self) -> bool:
         """Reload when another process switched generation, added or removed tracks."""
