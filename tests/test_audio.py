@@ -1,0 +1,129 @@
+"""Decoding: formats, rates, channels, and every way an input can be unusable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import simsearch.audio
+from audio_tools import audio_bytes, png_bytes, tone, write_audio
+from simsearch.audio import DecodeLimits, decode_audio
+from simsearch.errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable
+
+SR = 8000
+
+
+def _probe_signal(sr: int, seconds: float = 2.0) -> np.ndarray:
+    return tone(440.0, seconds, sr, amp=0.4) + tone(1000.0, seconds, sr, amp=0.2)
+
+
+def _assert_same_signal(y, sr, seconds=2.0, tol=0.05):
+    """y is the probe signal at `sr`: length, level and content."""
+    want = _probe_signal(sr, seconds)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert len(y) == pytest.approx(len(want), abs=0.02 * sr)  # codecs pad a little
+    n = min(len(y), len(want)) - sr // 10
+    # Lossy codecs shift by some samples: compare by the best lag.
+    lags = range(-sr // 40, sr // 40 + 1)  # a full period of the probe signal
+    err = min(np.sqrt(np.mean((np.roll(y[:n], lag) - want[:n])[sr // 10 : -sr // 10] ** 2)) for lag in lags)
+    assert err < tol, f"decoded signal differs (rms error {err:.3f})"
+
+
+@pytest.mark.parametrize("fmt, sr, channels", [("wav", 44100, 2), ("wav", 8000, 1), ("flac", 16000, 1),
+                                               ("flac", 48000, 6), ("ogg", 22050, 2), ("mp3", 44100, 1),
+                                               ("wav-float", 96000, 2), ("m4a", 48000, 1), ("opus", 48000, 1)])
+def test_formats_decode_to_mono_at_the_engine_rate(tmp_path, fmt, sr, channels):
+    path = write_audio(tmp_path / f"probe.{fmt.split('-')[0]}", _probe_signal(sr), sr, fmt, channels)
+    y = decode_audio(path, SR)
+    # to_channels scales the channels from 1.0 down to 0.6; the mix is their mean.
+    gain = float(np.mean(np.linspace(1.0, 0.6, channels))) if channels > 1 else 1.0
+    _assert_same_signal(y / gain, SR)
+    from_bytes = decode_audio(path.read_bytes(), SR)
+    if fmt in ("m4a", "opus"):  # ffmpeg reading a pipe may not see the container's trailer
+        assert len(from_bytes) == pytest.approx(len(y), abs=SR // 50)
+    else:
+        np.testing.assert_array_equal(from_bytes, y)
+
+
+def test_missing_ffmpeg_is_a_clear_error(tmp_path, monkeypatch):
+    path = write_audio(tmp_path / "probe.m4a", _probe_signal(44100), 44100, "m4a", 1)
+    monkeypatch.setattr(simsearch.audio, "ffmpeg_path", lambda: None)
+    for source in (path, path.read_bytes()):
+        with pytest.raises(DecoderUnavailable, match="ffmpeg"):
+            decode_audio(source, SR)
+    # What libsndfile reads needs no ffmpeg.
+    _assert_same_signal(decode_audio(audio_bytes(_probe_signal(SR), SR, "ogg"), SR), SR)
+
+
+@pytest.mark.parametrize("data", [b"", b"plain text, not audio\n" * 40, bytes(np.random.default_rng(0).integers(0, 256, 30000, dtype=np.uint8)),
+                                  "png"], ids=["empty", "text", "random", "png"])
+def test_not_audio_is_bad_audio(data):
+    if data == "png":
+        data = png_bytes()
+    with pytest.raises(BadAudio):
+        decode_audio(data, SR)
+
+
+def test_missing_and_empty_files_are_bad_audio(tmp_path):
+    with pytest.raises(BadAudio, match="no such file"):
+        decode_audio(tmp_path / "nope.wav", SR)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(BadAudio, match="empty"):
+        decode_audio(tmp_path / "empty.wav", SR)
+
+
+def test_truncated_ogg_is_bad_audio(tmp_path):
+    data = audio_bytes(_probe_signal(22050, 5.0), 22050, "ogg")
+    with pytest.raises(BadAudio):
+        decode_audio(data[:3000], SR)
+
+
+def test_nan_samples_are_bad_audio():
+    y = _probe_signal(SR)
+    y[100:200] = np.nan
+    with pytest.raises(BadAudio, match="NaN"):
+        decode_audio(audio_bytes(y, SR, "wav-float"), SR)
+    y = _probe_signal(SR)
+    y[5] = np.inf
+    with pytest.raises(BadAudio):
+        decode_audio(audio_bytes(y, SR, "wav-float"), SR)
+
+
+def test_duration_limits(tmp_path):
+    with pytest.raises(AudioTooShort):
+        decode_audio(audio_bytes(_probe_signal(SR, 0.02), SR, "wav"), SR)
+    with pytest.raises(AudioTooShort):
+        decode_audio(audio_bytes(np.zeros(0, np.float32), SR, "wav"), SR)
+    limits = DecodeLimits(max_duration_s=3.0)
+    y = _probe_signal(44100, 4.0)
+    with pytest.raises(AudioTooLong):
+        decode_audio(audio_bytes(y, 44100, "flac"), SR, limits)
+    with pytest.raises(AudioTooLong):
+        decode_audio(write_audio(tmp_path / "long.m4a", y, 44100, "m4a"), SR, limits)
+    assert len(decode_audio(audio_bytes(_probe_signal(44100, 2.5), 44100, "flac"), SR, limits)) == 2.5 * SR
+
+
+def _rms_db(y):
+    return 10 * np.log10(np.mean(np.asarray(y, np.float64) ** 2))
+
+
+def test_stereo_mixes_down_alike_in_every_decoder(tmp_path):
+    """libsndfile averages the channels; ffmpeg (M4A/Opus queries, and every
+    build since builds prefer it) must give the same mono signal, or catalog
+    and query see the same file at different levels."""
+    sr = 44100
+    wav = write_audio(tmp_path / "probe.wav", _probe_signal(sr), sr, "wav", 2)
+    m4a = write_audio(tmp_path / "probe.m4a", _probe_signal(sr), sr, "m4a", 2)
+    by_libsndfile = decode_audio(wav, SR)
+    by_ffmpeg = decode_audio(wav, SR, prefer_ffmpeg=True)
+    assert len(by_ffmpeg) == len(by_libsndfile)
+    assert _rms_db(by_ffmpeg) == pytest.approx(_rms_db(by_libsndfile), abs=0.2)
+    assert _rms_db(decode_audio(m4a, SR)) == pytest.approx(_rms_db(by_libsndfile), abs=0.5)
+
+
+def test_prefer_ffmpeg_decodes_mono_like_libsndfile(tmp_path):
+    path = write_audio(tmp_path / "probe.ogg", _probe_signal(22050), 22050, "ogg", 1)
+    a = decode_audio(path, SR)
+    b = decode_audio(path, SR, prefer_ffmpeg=True)
+    assert len(a) == pytest.approx(len(b), abs=SR // 100)
+    _assert_same_signal(b, SR)

@@ -1,0 +1,117 @@
+"""Temporal alignment on synthetic hits: known lines among outliers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from simsearch import matching
+from simsearch.config import FeatureConfig, MatchConfig
+from simsearch.features import Triplets
+from simsearch.index import pack_ids
+
+CFG = FeatureConfig()
+MCFG = MatchConfig()
+FS = CFG.frame_seconds
+
+
+def _line_hits(rng, track, n, speed, offset, pitch, query_frames, jitter=0.3):
+    """n hits of `track` on tr = offset + speed * tq (frames), spans scaled by speed."""
+    tq = rng.uniform(0, query_frames - 20, n)
+    sq = rng.uniform(CFG.min_span, 40, n)
+    return dict(track=np.full(n, track), tq=tq, tr=offset + speed * tq + rng.uniform(-jitter, jitter, n),
+                sq=sq, sr=sq * speed + rng.uniform(-0.25, 0.25, n), pitch=pitch + rng.uniform(-0.05, 0.05, n))
+
+
+def _random_hits(rng, tracks, n, query_frames, ref_frames=20_000):
+    sq = rng.uniform(CFG.min_span, 40, n)
+    return dict(track=rng.choice(tracks, n), tq=rng.uniform(0, query_frames, n), tr=rng.uniform(0, ref_frames, n),
+                sq=sq, sr=sq * rng.uniform(MCFG.min_speed, MCFG.max_speed, n),
+                pitch=rng.uniform(-MCFG.max_pitch, MCFG.max_pitch, n))
+
+
+def _hits(*parts) -> matching.Hits:
+    keys = ("track", "tq", "tr", "sq", "sr", "pitch")
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    cat["track"] = cat["track"].astype(np.int64)
+    return matching.Hits(*(cat[k] for k in keys))
+
+
+@pytest.mark.parametrize("speed, pitch", [(1.0, 0.0), (1.03, 0.5), (0.96, -0.8)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_align_hits_recovers_a_line_among_outliers(seed, speed, pitch):
+    rng = np.random.default_rng(seed)
+    query_frames = 10.0 / FS
+    offset = 1234.5  # frames
+    h = _hits(_line_hits(rng, 7, 80, speed, offset, pitch, query_frames),
+              _random_hits(rng, [7, 2, 3, 11, 40], 3000, query_frames))
+    cands = matching.align_hits(h, CFG, MCFG, query_frames)
+    assert cands, "the line was not found"
+    best = cands[0]
+    assert best.track == 7
+    assert best.speed == pytest.approx(speed, abs=0.005)
+    assert best.pitch_semitones == pytest.approx(pitch, abs=0.1)
+    assert 70 <= best.score <= 90
+    # The reported segment lies on the line.
+    assert best.ref_start == pytest.approx((offset + speed * best.query_start / FS) * FS, abs=0.1)
+    assert best.ref_end == pytest.approx((offset + speed * best.query_end / FS) * FS, abs=0.1)
+    assert 0 <= best.query_start < best.query_end <= query_frames * FS + 1e-9
+    # Its hits are the line's: (query s, reference s) pairs within the tolerance.
+    assert best.hits.shape[1] == 2 and len(best.hits) >= best.score
+    np.testing.assert_allclose(best.hits[:, 1], offset * FS + speed * best.hits[:, 0], atol=MCFG.align_tol_s)
+    # Outlier tracks, if reported at all, score far lower.
+    assert all(c.score < best.score / 3 for c in cands[1:])
+
+
+def test_align_hits_ranks_two_lines_by_their_hits():
+    rng = np.random.default_rng(5)
+    query_frames = 9.0 / FS
+    h = _hits(_line_hits(rng, 1, 40, 1.0, 300.0, 0.0, query_frames),
+              _line_hits(rng, 2, 90, 1.0, 5000.0, 0.0, query_frames),
+              _random_hits(rng, [1, 2, 3], 1500, query_frames))
+    cands = matching.align_hits(h, CFG, MCFG, query_frames)
+    assert [c.track for c in cands[:2]] == [2, 1]
+    assert cands[0].ref_start - cands[0].query_start == pytest.approx(5000.0 * FS, abs=0.1)
+    assert cands[1].ref_start - cands[1].query_start == pytest.approx(300.0 * FS, abs=0.1)
+
+
+def test_align_hits_finds_nothing_in_noise():
+    rng = np.random.default_rng(6)
+    query_frames = 9.0 / FS
+    h = _hits(_random_hits(rng, [0, 1, 2, 3], 2000, query_frames))
+    assert all(c.score < MCFG.min_score for c in matching.align_hits(h, CFG, MCFG, query_frames))
+
+
+def test_align_hits_of_no_hits():
+    h = _hits(_random_hits(np.random.default_rng(0), [0], 0, 100.0))
+    assert matching.align_hits(h, CFG, MCFG, 100.0) == []
+
+
+def test_gather_hits_joins_and_filters():
+    # Three query triplets; each lookup result names a reference triplet.
+    known = dict(t1=np.array([10.0, 20.0, 30.0]), f1=np.array([50.0, 60.0, 70.0]), span=np.array([10.0, 20.0, 8.0]))
+    # The hash fields play no part here: zeros, whatever their shape.
+    q = Triplets(**known, **{f.name: np.zeros((3, 3) if f.name == "dv" else 3)
+                             for f in dataclasses.fields(Triplets) if f.name not in known})
+    owner = np.array([0, 1, 2, 2])  # probe -> query triplet
+    refs = [  # (probe, track, t1, f1, span)
+        (0, 4, 110.0, 50.0, 10.0),  # plain copy
+        (1, 5, 220.0, 57.0, 20.5),  # pitch +1 semitone (3 bins), speed 1.025
+        (2, 4, 330.0, 70.0, 12.0),  # span ratio 1.5: no searched speed
+        (3, 6, 440.0, 40.0, 8.0),   # pitch 30 bins = 10 semitones: out of range
+        (0, 9, 120.0, 50.0, 10.0),  # a removed track
+    ]
+    probe = np.array([r[0] for r in refs])
+    ids = pack_ids(np.array([r[1] for r in refs]), np.array([r[2] for r in refs]),
+                   np.array([r[3] for r in refs]), np.array([r[4] for r in refs]))
+    removed = np.zeros(10, bool)
+    removed[9] = True
+    h = matching.gather_hits(q, owner, probe, ids, CFG, MCFG, removed)
+    assert h.track.tolist() == [4, 5]
+    assert h.tq.tolist() == [10.0, 20.0] and h.tr.tolist() == [110.0, 220.0]
+    assert h.sq.tolist() == [10.0, 20.0] and h.sr.tolist() == [10.0, 20.5]
+    np.testing.assert_allclose(h.pitch, [0.0, 3 * 12 / CFG.bins_per_octave])
+    # Without the removed mask, the removed track's hit comes back.
+    assert sorted(matching.gather_hits(q, owner, probe, ids, CFG, MCFG).track.tolist()) == [4, 5, 9]
