@@ -105,8 +105,10 @@ def peak_triplets(t, f, fanout, min_span, max_span, max_df):
         ti = np.floor(t[i] + 0.5)
         nt = 0
         j = i + 1
-        while j < n and nt < fanout and t[j] - t[i] <= max_span:
-            if np.floor(t[j] + 0.5) > ti and abs(f[j] - f[i]) <= max_df:
+        # Peaks are in order of their frame, not of their refined time: scan
+        # one frame past the span so none within it is missed.
+        while j < n and nt < fanout and np.floor(t[j] + 0.5) - ti <= max_span + 1:
+            if np.floor(t[j] + 0.5) > ti and t[j] - t[i] <= max_span and abs(f[j] - f[i]) <= max_df:
                 targets[nt] = j
                 nt += 1
             j += 1
@@ -199,18 +201,15 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
         s_hi = span[i] * span_hi
         sb0 = max(int(np.floor(np.log2(max(s_lo, 1e-9) / min_span) / span_oct)), 0)
         sb1 = min(int(np.floor(np.log2(s_hi / min_span) / span_oct)), n_sb - 1)
-        n_ord = 1
-        orders[0] = (dv[i, 0] > 0) * 4 + (dv[i, 1] > 0) * 2 + (dv[i, 2] > 0) * 1
-        for bit in range(3):
-            if abs(dv[i, bit]) < tie_db:
-                flip = 1 << (2 - bit)
-                m = n_ord
-                for o in range(n_ord):
-                    flipped = orders[o] ^ flip
-                    if flipped != 2 and flipped != 5:  # 2 and 5 are cyclic orders: impossible
-                        orders[m] = flipped
-                        m += 1
-                n_ord = m
+        base = (dv[i, 0] > 0) * 4 + (dv[i, 1] > 0) * 2 + (dv[i, 2] > 0) * 1
+        ties = (abs(dv[i, 0]) < tie_db) * 4 + (abs(dv[i, 1]) < tie_db) * 2 + (abs(dv[i, 2]) < tie_db) * 1
+        n_ord = 0
+        for flip in range(8):
+            o = base ^ flip
+            # Flip only near-tied signs; orders 2 and 5 are cyclic: impossible.
+            if (flip & ~ties) == 0 and o != 2 and o != 5:
+                orders[n_ord] = o
+                n_ord += 1
         for a in range(nr):
             for b in range(n2):
                 for c in range(n3):

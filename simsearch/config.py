@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,15 @@ class FeatureConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "FeatureConfig":
-        return cls(**json.loads(text))
+        from .errors import ConfigMismatch
+
+        fields = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict) or set(fields) - known:
+            extra = sorted(set(fields) - known) if isinstance(fields, dict) else fields
+            raise ConfigMismatch(f"stored feature configuration has fields this simsearch does not know: {extra}; "
+                                 "rebuild the index with `simsearch build`")
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
