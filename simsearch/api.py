@@ -31,6 +31,8 @@ _ADD_FIELDS = {"file", "track_id", "metadata", "check", "top_k", "min_score"}
 
 def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     app = Flask(__name__)
+    # Never rewrite a path: "/v1/tracks//x" must not become (and redirect to) "/v1/tracks/x".
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = api_config.max_upload_bytes
     app.extensions[EXT] = {"engine": engine, "config": api_config, "refresh_lock": threading.Lock()}
 

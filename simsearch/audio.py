@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -58,9 +59,9 @@ def decode_audio(source: Source, sample_rate: int, limits: DecodeLimits = Decode
             raise BadAudio(f"no such file: {path}")
         if path.stat().st_size == 0:
             raise BadAudio(f"empty file: {path}")
-        native = _native_rate(path) if prefer_ffmpeg and ffmpeg_path() else None
+        native = _native_format(path) if prefer_ffmpeg and ffmpeg_path() else None
         if native is not None:
-            y, sr = _decode_ffmpeg(path, limits, native)
+            y, sr = _decode_ffmpeg(path, limits, *native)
         else:
             y, sr = _decode_any(lambda: open(path, "rb"), path, limits)
     return _finish(y, sr, sample_rate, limits)
@@ -74,7 +75,31 @@ def _decode_any(opener, raw, limits: DecodeLimits):
         pass
     except RuntimeError as exc:  # libsndfile decode errors mid-stream
         raise BadAudio(f"audio stream is damaged: {exc}") from None
-    return _decode_ffmpeg(raw, limits)
+    if not isinstance(raw, bytes):
+        return _decode_ffmpeg(raw, limits, *(_probe_ffmpeg(raw) or (44100, None)))
+    # Containers such as MP4 need a seekable input: give ffmpeg a file.
+    with tempfile.NamedTemporaryFile(prefix="simsearch-", suffix=".bin") as tmp:
+        tmp.write(raw)
+        tmp.flush()
+        path = Path(tmp.name)
+        return _decode_ffmpeg(path, limits, *(_probe_ffmpeg(path) or (44100, None)))
+
+
+def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
+    """(sample rate, channels) of the first audio stream, by ffprobe."""
+    exe = shutil.which("ffprobe")
+    if exe is None or ffmpeg_path() is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+                               "stream=sample_rate,channels", "-of", "csv=p=0", "file:" + str(Path(path).resolve())],
+                              capture_output=True, timeout=30)
+        rate, channels = (int(x) for x in proc.stdout.decode().strip().split(",")[:2])
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    if 0 < rate <= 384000 and 0 < channels <= 64:
+        return rate, channels
+    return None
 
 
 def _decode_sndfile(fh: BinaryIO, limits: DecodeLimits):
@@ -118,33 +143,40 @@ def ffmpeg_path() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def _native_rate(path: Path) -> int | None:
-    """The file's sample rate from its header, when libsndfile can read it."""
+def _native_format(path: Path) -> tuple[int, int] | None:
+    """The file's sample rate and channels from its header, when libsndfile can read it."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError):
         return None
-    return info.samplerate if 0 < info.samplerate <= 384000 else None
+    if 0 < info.samplerate <= 384000 and 0 < info.channels <= 64:
+        return info.samplerate, info.channels
+    return None
 
 
-def _decode_ffmpeg(raw, limits: DecodeLimits, sr: int = 44100):
+def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: int | None = None):
+    """Decode with ffmpeg at rate `sr`; with `channels`, keep them and mix them
+    down here, exactly as for libsndfile (ffmpeg's own downmix is 3 dB louder)."""
     exe = ffmpeg_path()
     if exe is None:
         raise DecoderUnavailable(
             "not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg (needed for other containers) is not installed"
         )
-    cmd = [exe, "-nostdin", "-v", "error", "-i", "pipe:0" if isinstance(raw, bytes) else str(raw),
-           "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le",
+    # "file:" keeps a name with a colon from being read as a protocol.
+    src = "file:" + str(Path(raw).resolve())
+    cmd = [exe, "-nostdin", "-v", "error", "-i", src,
+           "-map", "0:a:0", "-vn", "-ac", str(channels or 1), "-ar", str(sr), "-f", "f32le",
            "-t", str(limits.max_duration_s + 1), "pipe:1"]
     try:
-        proc = subprocess.run(cmd, input=raw if isinstance(raw, bytes) else None,
-                              capture_output=True, timeout=limits.ffmpeg_timeout_s)
+        proc = subprocess.run(cmd, capture_output=True, timeout=limits.ffmpeg_timeout_s)
     except subprocess.TimeoutExpired:
         raise BadAudio(f"decoding took longer than {limits.ffmpeg_timeout_s:.0f} s") from None
     if proc.returncode != 0 or not proc.stdout:
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
     y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if channels:
+        y = _mix(y[: len(y) // channels * channels].reshape(-1, channels))
     if len(y) > limits.max_duration_s * sr:
         raise AudioTooLong(f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
     return y, sr

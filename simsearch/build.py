@@ -152,14 +152,18 @@ def build(index_dir: str | Path, sources: list[tuple[str, str]], cfg: FeatureCon
         lines = "".join(f"{t}\t{p}\t{e}\n" for t, p, e in report.failures)
         store.atomic_write_bytes(work / "failures.tsv", lines.encode())
     with store.write_lock(index_dir):
+        try:
+            previous = store.current_generation(index_dir)
+        except SimsearchError:
+            previous = None
         gen = index_dir / store.new_generation_name()
         os.replace(work, gen)
         store._fsync_dir(index_dir)
-        old = _generations(index_dir)
         store.switch_generation(index_dir, gen)
-        # Keep the previous generation for one rollback; drop older ones.
-        for stale in [g for g in old if g != gen][:-1]:
-            shutil.rmtree(stale, ignore_errors=True)
+        # Keep the generation just replaced for one rollback; drop older ones.
+        for stale in _generations(index_dir):
+            if stale != gen and stale != previous:
+                shutil.rmtree(stale, ignore_errors=True)
     report.generation = gen.name
     return report
 

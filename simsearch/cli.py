@@ -103,9 +103,12 @@ def _cmd_add(args) -> int:
 
     eng = _open_or_create(args.index_dir)
     failures = 0
-    chunk = []
+    chunk, seen = [], set()
     for track_id, path in expand_sources(args.sources):
         try:
+            if track_id in seen:
+                raise SimsearchError(f"track id {track_id!r} is given twice among the sources; the first one is kept")
+            seen.add(track_id)
             if track_id in eng.tracks:
                 raise SimsearchError(f"track id {track_id!r} is already in the index")
             d, codes, tr = fingerprint_source(path, eng.config, eng.limits)
@@ -180,7 +183,9 @@ def _cmd_serve(args) -> int:
     logging.getLogger("simsearch").info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
                                         args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simsearch",
-                   max_request_body_size=int(args.max_upload_mb * 1024 * 1024) + (1 << 20))
+                   # The app answers oversized uploads with a JSON 413; waitress's own
+                   # (plain-text) limit only bounds what it buffers to disk.
+                   max_request_body_size=int(args.max_upload_mb * 1024 * 1024) * 16 + (1 << 20))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,14 +76,24 @@ class QueryResult:
 
 
 def validate_track_id(track_id: str) -> str:
+    """Ids are opaque strings, but they appear in URLs and logs: at most 256
+    bytes of UTF-8, no control characters, no surrounding white space; '/'
+    only between non-empty segments other than '.' and '..', no backslash."""
     if not isinstance(track_id, str) or not track_id:
         raise ParameterError("track_id must be a non-empty string")
-    if len(track_id.encode("utf-8")) > MAX_TRACK_ID_BYTES:
+    try:
+        size = len(track_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ParameterError("track_id is not valid Unicode text") from None
+    if size > MAX_TRACK_ID_BYTES:
         raise ParameterError(f"track_id is over {MAX_TRACK_ID_BYTES} bytes")
-    if any(ord(c) < 32 or ord(c) == 127 for c in track_id):
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in track_id):
         raise ParameterError("track_id contains control characters")
     if track_id.strip() != track_id:
         raise ParameterError("track_id has leading or trailing white space")
+    if "\\" in track_id or any(seg in ("", ".", "..") for seg in track_id.split("/")):
+        raise ParameterError("track_id may use '/' only between non-empty segments other than '.' and '..', "
+                             "and no backslash")
     return track_id
 
 
@@ -233,6 +244,10 @@ class Engine:
 
     def refresh(self) -> bool:
         """Reload when another process switched generation, added or removed tracks."""
+        with self._write_mutex:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
         try:
             changed = self._stamp() != self._current_stamp
             if not changed:
@@ -241,8 +256,7 @@ class Engine:
         except FileNotFoundError:
             changed = True
         if changed:
-            with self._write_mutex:
-                self._load()
+            self._load()
         return changed
 
     # -- queries ------------------------------------------------------------
@@ -294,6 +308,9 @@ class Engine:
     def add_fingerprints(self, items) -> list[TrackInfo]:
         """Add already fingerprinted tracks: (track_id, duration, path, meta, codes, triplets)."""
         with self._write_mutex, store.write_lock(self.index_dir):
+            # Another process may have written since we loaded: numbers, ids
+            # and the live generation must come from disk, under the lock.
+            self._refresh_locked()
             ids = [i[0] for i in items]
             for tid in ids:
                 validate_track_id(tid)
@@ -320,6 +337,7 @@ class Engine:
 
     def remove(self, track_id: str) -> TrackInfo:
         with self._write_mutex, store.write_lock(self.index_dir):
+            self._refresh_locked()
             info = self.get(track_id)
             removed = set(self.removed) | {info.number}
             store.write_removed(self.gen_dir, removed)

@@ -201,7 +201,8 @@ def switch_generation(index_dir: Path, gen_dir: Path) -> None:
 
 
 def new_generation_name() -> str:
-    return time.strftime("gen-%Y%m%d-%H%M%S-") + os.urandom(3).hex()
+    """Names sort in creation order (nanosecond clock, then random)."""
+    return f"gen-{time.time_ns():020d}-{os.urandom(3).hex()}"
 
 
 @contextlib.contextmanager
