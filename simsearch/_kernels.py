@@ -15,76 +15,69 @@ _JIT = dict(nopython=True, cache=True, nogil=True)
 
 
 @nb.jit(**_JIT)
-def max_filter_2d(S, rt, rf):
-    """Maximum of S over a (2*rt+1) x (2*rf+1) window centred on each cell.
-
-    S : float32 [n_frames, n_bins].  Cells outside S are ignored.
-    """
+def _is_local_max(S, t, f, rt, rf):
+    """S[t, f] >= every cell of its (2*rt+1) x (2*rf+1) neighbourhood.
+    Nearest cells first: most cells fail within a few comparisons."""
     n, m = S.shape
-    tmp = np.empty_like(S)
-    for t in range(n):
-        lo = max(0, t - rt)
-        hi = min(n, t + rt + 1)
-        for f in range(m):
-            v = S[lo, f]
-            for u in range(lo + 1, hi):
-                if S[u, f] > v:
-                    v = S[u, f]
-            tmp[t, f] = v
-    out = np.empty_like(S)
-    for t in range(n):
-        for f in range(m):
-            lo = max(0, f - rf)
-            hi = min(m, f + rf + 1)
-            v = tmp[t, lo]
-            for g in range(lo + 1, hi):
-                if tmp[t, g] > v:
-                    v = tmp[t, g]
-            out[t, f] = v
-    return out
+    x = S[t, f]
+    if rt > 0 and ((t > 0 and S[t - 1, f] > x) or (t < n - 1 and S[t + 1, f] > x)):
+        return False
+    if rf > 0 and ((f > 0 and S[t, f - 1] > x) or (f < m - 1 and S[t, f + 1] > x)):
+        return False
+    for u in range(max(0, t - rt), min(n, t + rt + 1)):
+        for g in range(max(0, f - rf), min(m, f + rf + 1)):
+            if S[u, g] > x:
+                return False
+    return True
 
 
 @nb.jit(**_JIT)
 def spectral_peaks(S, rt, rf, floor):
-    """Local maxima of S louder than `floor`, with parabolic refinement.
+    """Cells equal to the maximum of their (2*rt+1) x (2*rf+1) neighbourhood
+    and louder than `floor`, with parabolic refinement.
 
     Returns (t, f, v): time in frames and frequency in bins (float64, refined
     to a fraction of a cell), and the peak's value, in time-then-frequency order.
     """
-    M = max_filter_2d(S, rt, rf)
     n, m = S.shape
-    count = 0
-    for t in range(n):
-        for f in range(m):
-            if S[t, f] == M[t, f] and S[t, f] > floor:
-                count += 1
-    tt = np.empty(count, np.float64)
-    ff = np.empty(count, np.float64)
-    vv = np.empty(count, np.float32)
+    cap = 1024
+    tt = np.empty(cap, np.float64)
+    ff = np.empty(cap, np.float64)
+    vv = np.empty(cap, np.float32)
     k = 0
     for t in range(n):
         for f in range(m):
             x = S[t, f]
-            if x == M[t, f] and x > floor:
-                dt = 0.0
-                if 0 < t < n - 1:
-                    a = S[t - 1, f]
-                    c = S[t + 1, f]
-                    den = a - 2.0 * x + c
-                    if den < 0.0:
-                        dt = 0.5 * (a - c) / den
-                df = 0.0
-                if 0 < f < m - 1:
-                    a = S[t, f - 1]
-                    c = S[t, f + 1]
-                    den = a - 2.0 * x + c
-                    if den < 0.0:
-                        df = 0.5 * (a - c) / den
-                tt[k] = t + dt
-                ff[k] = f + df
-                vv[k] = x
-                k += 1
-    return tt, ff, vv
+            if x <= floor or not _is_local_max(S, t, f, rt, rf):
+                continue
+            dt = 0.0
+            if 0 < t < n - 1:
+                a = S[t - 1, f]
+                c = S[t + 1, f]
+                den = a - 2.0 * x + c
+                if den < 0.0:
+                    dt = 0.5 * (a - c) / den
+            df = 0.0
+            if 0 < f < m - 1:
+                a = S[t, f - 1]
+                c = S[t, f + 1]
+                den = a - 2.0 * x + c
+                if den < 0.0:
+                    df = 0.5 * (a - c) / den
+            if k == cap:
+                cap *= 2
+                tt2 = np.empty(cap, np.float64)
+                ff2 = np.empty(cap, np.float64)
+                vv2 = np.empty(cap, np.float32)
+                tt2[:k] = tt[:k]
+                ff2[:k] = ff[:k]
+                vv2[:k] = vv[:k]
+                tt, ff, vv = tt2, ff2, vv2
+            tt[k] = t + dt
+            ff[k] = f + df
+            vv[k] = x
+            k += 1
+    return tt[:k], ff[:k], vv[:k]
 
 
 @nb.jit(**_JIT)

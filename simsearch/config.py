@@ -27,11 +27,12 @@ class FeatureConfig:
     fmin: float = 220.0
     bins_per_octave: int = 36
     n_octaves: int = 4
-    # Spectral peaks: strict local maxima in a (2*r+1) frames x (2*r+1) bins
-    # neighbourhood, louder than `floor_db` (dB relative to full scale).
+    # Spectral peaks: local maxima (no louder cell) in a (2*rt+1) frames x
+    # (2*rf+1) bins neighbourhood, louder than `floor_db` (dB re full scale;
+    # low, so that a quieter copy keeps its peaks: only near-silence is out).
     peak_time_radius: int = 4
     peak_freq_radius: int = 6
-    floor_db: float = -75.0
+    floor_db: float = -90.0
     # Density of the catalog side: at most `ref_peaks_per_block` peaks per
     # `density_block_s` seconds, each anchoring triplets with its next
     # `ref_fanout` peaks.  (The query side's density is in MatchConfig.)

@@ -83,7 +83,10 @@ def test_resampling_shifts_every_peak_by_the_same_number_of_bins():
     base_f, shifted_f = base.f[base.v > -20], shifted.f[shifted.v > -20]
     assert len(set(np.round(base_f).tolist())) == len(melody)
     assert set(np.round(shifted_f - 5).tolist()) == set(np.round(base_f).tolist())
-    assert np.median(shifted_f) - np.median(base_f) == pytest.approx(5.0, abs=0.2)
+    # Every note's peak moved by 5 bins, to within a fifth of a bin (how many
+    # peaks a steady note gives along time depends on rounding, not on shift).
+    gap = np.abs(shifted_f[:, None] - 5.0 - base_f[None, :]).min(axis=1)
+    assert gap.max() < 0.2
 
 
 def test_exponential_chirp_is_a_straight_line():

@@ -91,34 +91,29 @@ def _rows(a):
     return a[np.lexsort(a.T[::-1])]
 
 
-# -- max_filter_2d ------------------------------------------------------------
+# -- spectral_peaks: local-maximum test on arbitrary arrays -------------------
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (40, 30), (250, 180)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (40, 30), (250, 144)])
 @pytest.mark.parametrize("rt, rf", [(0, 0), (1, 2), (4, 6), (12, 40)])
-def test_max_filter_matches_reference(shape, rt, rf):
+def test_peak_neighbourhoods_match_reference(shape, rt, rf):
     rng = np.random.default_rng(hash((shape, rt, rf)) % 2**32)
     S = _random_spectrogram(rng, *shape)
-    out = K.max_filter_2d(S, rt, rf)
-    assert out.dtype == S.dtype and out.shape == S.shape
-    np.testing.assert_array_equal(out, R.max_filter_2d(S, rt, rf))
-
-
-def test_max_filter_on_a_tone_spectrogram():
-    S = _synthetic_spectrogram()
-    np.testing.assert_array_equal(K.max_filter_2d(S, 4, 6), R.max_filter_2d(S, 4, 6))
+    for got, want in zip(K.spectral_peaks(S, rt, rf, np.float32(-200.0)), R.spectral_peaks(S, rt, rf, -200.0)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
 
 
 @PROPERTY
 @given(S=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24),
                     elements=st.floats(-120, 0, width=32) | st.sampled_from([-60.0, -30.0, 0.0])),
        rt=st.integers(0, 6), rf=st.integers(0, 6))
-def test_max_filter_property(S, rt, rf):
-    out = K.max_filter_2d(S, rt, rf)
-    np.testing.assert_array_equal(out, R.max_filter_2d(S, rt, rf))
-    assert np.all(out >= S)
-    # The global maximum spreads over the whole array when the window covers it.
-    if rt >= S.shape[0] - 1 and rf >= S.shape[1] - 1:
-        assert np.all(out == S.max())
+def test_peak_neighbourhoods_property(S, rt, rf):
+    t, f, v = K.spectral_peaks(S, rt, rf, np.float32(-200.0))
+    rt_, rf_, rv = R.spectral_peaks(S, rt, rf, -200.0)
+    np.testing.assert_allclose(t, rt_, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(f, rf_, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(v, rv)
+    # The global maximum is always a peak.
+    assert S.max() in v
 
 
 # -- spectral_peaks -----------------------------------------------------------
