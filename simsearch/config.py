@@ -45,7 +45,7 @@ class FeatureConfig:
     max_span: int = 60
     max_df: int = 30
     # Quantisation of the hash fields.
-    ratio_levels: int = 16
+    ratio_levels: int = 10
     df_step: float = 2.0
     f1_band: int = 36
     span_band_octaves: float = 1.0
@@ -120,7 +120,7 @@ class MatchConfig:
     # steps) of a cell edge is also looked up in the neighbouring cell.
     probe_margin: float = 0.3
     # Peaks whose levels differ by less than `tie_db` may swap loudness order.
-    tie_db: float = 1.0
+    tie_db: float = 2.0
     # Alignment: hits agree when they fall within `align_tol_s` of one line
     # (reference time = offset + speed * query time).
     align_tol_s: float = 0.064
