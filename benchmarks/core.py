@@ -170,7 +170,8 @@ def _init_worker(index_dir: str, tmp_dir: str) -> None:
     _Worker.engine = engine.Engine(index_dir)
     _Worker.transforms = transforms(Path(tmp_dir))
     # Compile the numba kernels before the first timed query.
-    _Worker.engine.query_samples(np.random.default_rng(0).standard_normal(3 * 8000).astype(np.float32) * 0.1)
+    noise = np.random.default_rng(0).standard_normal(3 * _Worker.engine.config.sample_rate).astype(np.float32)
+    _Worker.engine.query_samples(0.1 * noise)
 
 
 def query_excerpt(ex: Excerpt) -> list[dict]:

@@ -164,9 +164,14 @@ def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: i
         )
     # "file:" keeps a name with a colon from being read as a protocol.
     src = "file:" + str(Path(raw).resolve())
-    cmd = [exe, "-nostdin", "-v", "error", "-i", src,
-           "-map", "0:a:0", "-vn", "-ac", str(channels or 1), "-ar", str(sr), "-f", "f32le",
-           "-t", str(limits.max_duration_s + 1), "pipe:1"]
+    # Mix down inside ffmpeg (4x less to pipe for stereo), as the plain mean
+    # of the channels that libsndfile's path takes; ffmpeg's own -ac 1 is 3 dB louder.
+    if channels and channels > 1:
+        mix = ["-af", "pan=mono|c0=" + "+".join(f"{1.0 / channels:.6f}*c{i}" for i in range(channels))]
+    else:
+        mix = ["-ac", "1"]
+    cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-map", "0:a:0", "-vn", *mix,
+           "-ar", str(sr), "-f", "f32le", "-t", str(limits.max_duration_s + 1), "pipe:1"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=limits.ffmpeg_timeout_s)
     except subprocess.TimeoutExpired:
@@ -175,8 +180,6 @@ def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: i
         msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
     y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if channels:
-        y = _mix(y[: len(y) // channels * channels].reshape(-1, channels))
     if len(y) > limits.max_duration_s * sr:
         raise AudioTooLong(f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
     return y, sr
