@@ -13,7 +13,6 @@ Run ``python -m benchmarks.corpus [--data DIR]`` to (re)write DATA/corpus.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import soundfile as sf
+
+from simsearch.store import sha256_file
 
 DEFAULT_DATA = Path("/work/data")
 AUDIO_SUFFIXES = (".ogg", ".wav", ".flac", ".mp3")
@@ -111,11 +112,7 @@ def group_key(pkg: Package, path: str) -> str:
 
 
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def scan(packages: tuple[Package, ...] = PACKAGES, min_duration: float = MIN_DURATION_S) -> list[Track]:

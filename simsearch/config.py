@@ -127,9 +127,22 @@ class MatchConfig:
     speed_step: float = 0.02  # coarsest speed step; finer for long queries
     pitch_tol: float = 0.5
     max_candidates: int = 12
-    # Decision: matches with fewer aligned hits are not returned.
-    min_score: float = 10.0
+    # A match off unit speed and pitch (beyond these tolerances) needed the
+    # wide search, whose many (speed, pitch) hypotheses reach higher scores by
+    # chance: its score is the aligned hits less `off_unit_penalty`.
+    unit_speed_tol: float = 0.02
+    unit_pitch_tol: float = 0.3
+    off_unit_penalty: float = 4.0
+    # Decision: matches scoring less are not returned (chosen on the benchmark:
+    # see benchmarks/results/core.md, "Threshold sweep").
+    min_score: float = 9.0
     top_k: int = 5
 
     def replace(self, **changes) -> "MatchConfig":
         return dataclasses.replace(self, **changes)
+
+    def narrowed(self) -> "MatchConfig":
+        """The same search restricted to unit speed and pitch (plain copies)."""
+        return self.replace(min_speed=max(self.min_speed, 1.0 / (1.0 + self.unit_speed_tol)),
+                            max_speed=min(self.max_speed, 1.0 + self.unit_speed_tol),
+                            max_pitch=min(self.max_pitch, self.unit_pitch_tol))

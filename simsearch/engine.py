@@ -267,20 +267,41 @@ class Engine:
 
     def query_samples(self, y: np.ndarray, match_config: MatchConfig | None = None,
                       t0: float | None = None) -> QueryResult:
+        """Match decoded audio (mono float32 at the index's rate).
+
+        Two passes over the same query triplets: first near unit speed and
+        pitch (few probes, cheap); when that finds a plain copy of the whole
+        query, it is the answer.  Otherwise the whole searched range of speed
+        and pitch follows, and the two passes' matches are merged.
+        """
         t0 = time.perf_counter() if t0 is None else t0
         mcfg = match_config or self.match_config
         cfg = self.config
+        duration = len(y) / cfg.sample_rate
         q = features.query_triplets(y, cfg, mcfg)
-        codes, owner = features.query_probes(q, cfg, mcfg)
+        narrow = mcfg.narrowed()
         with self._lock.read():
-            probe, ids = self.index.lookup(codes)
-            mask, names = self._removed_mask, self.by_number
-            hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, mask)
-            cands = matching.align_hits(hits, cfg, mcfg, len(y) / cfg.hop)
-            duration = len(y) / cfg.sample_rate
-            matches = [self._to_match(c, names[c.track], duration) for c in cands
-                       if c.score >= mcfg.min_score and c.track in names][: mcfg.top_k]
+            names = self.by_number
+            matches = self._search(q, narrow, len(y), names)
+            plain_copy = bool(matches) and matches[0].kind == "duplicate" and matches[0].score >= mcfg.min_score
+            if narrow != mcfg and not plain_copy:
+                best = {m.track_id: m for m in matches}
+                for m in self._search(q, mcfg, len(y), names):
+                    if m.track_id not in best or m.score > best[m.track_id].score:
+                        best[m.track_id] = m
+                matches = sorted(best.values(), key=lambda m: -m.score)
+        matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
         return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
+
+    def _search(self, q: features.Triplets, mcfg: MatchConfig, n_samples: int, names) -> list[Match]:
+        """One lookup and alignment pass; every candidate, best first.  Call under the read lock."""
+        cfg = self.config
+        codes, owner = features.query_probes(q, cfg, mcfg)
+        probe, ids = self.index.lookup(codes)
+        hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, self._removed_mask)
+        cands = matching.align_hits(hits, cfg, mcfg, n_samples / cfg.hop)
+        duration = n_samples / cfg.sample_rate
+        return [self._to_match(c, names[c.track], duration) for c in cands if c.track in names]
 
     @staticmethod
     def _to_match(c: matching.Candidate, track_id: str, duration: float) -> Match:

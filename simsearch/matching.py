@@ -5,7 +5,9 @@ A hit pairs a query triplet with a reference triplet that has the same hash.
 Hits count only when many of them agree on one line
     reference time = offset + speed * query time
 found by a Hough vote over (speed, offset); the score is the number of
-distinct anchor pairs on that line.
+distinct anchor pairs on that line, less a fixed penalty when the line is
+off unit speed and pitch (the wide search tries many more hypotheses, so
+chance alignments score higher there).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .index import unpack_ids
 @dataclass(frozen=True)
 class Candidate:
     track: int  # track number
-    score: float  # distinct aligned anchor pairs
+    score: float  # distinct aligned anchor pairs, less the off-unit penalty
     speed: float  # reference time per query time
     pitch_semitones: float  # query pitch minus reference pitch
     query_start: float  # seconds
@@ -167,11 +169,13 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     hi = h.take(inl)
     pairs = np.unique(np.rint(hi.tq * 2).astype(np.int64) * (1 << 22) + np.rint(hi.tr * 2).astype(np.int64))
     pitch = float(np.median(hi.pitch))
+    off_unit = abs(s - 1.0) > mcfg.unit_speed_tol or abs(pitch) > mcfg.unit_pitch_tol
+    score = len(pairs) - (mcfg.off_unit_penalty if off_unit else 0.0)
     q0 = float(hi.tq.min())
     q1 = float(min(query_frames, (hi.tq + hi.sq).max()))
     return Candidate(
         track=track,
-        score=float(len(pairs)),
+        score=float(score),
         speed=float(s),
         pitch_semitones=pitch,
         query_start=q0 * fs,

@@ -98,7 +98,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -124,7 +124,7 @@ def write_segment(gen_dir: Path, seq: int, batch: TrackBatch, cfg: FeatureConfig
             f.create_dataset(name, data=getattr(batch, name), chunks=True if len(getattr(batch, name)) else None)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
-    digest = _sha256_file(tmp)[:16]
+    digest = sha256_file(tmp)[:16]
     final = gen_dir / f"segment-{seq:06d}-{digest}.h5"
     os.replace(tmp, final)
     _fsync_dir(gen_dir)
@@ -136,7 +136,7 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
     m = _SEGMENT_RE.match(path.name)
     if m is None:
         raise IndexCorrupt(f"{path}: not a segment file name")
-    if verify and _sha256_file(path)[:16] != m.group(2):
+    if verify and sha256_file(path)[:16] != m.group(2):
         raise IndexCorrupt(
             f"{path}: checksum mismatch, the file is damaged. Recover with "
             f"`simsearch build {path.parent.parent} <your sources>` or restore it from a backup")
