@@ -81,11 +81,17 @@ def build(index_dir: str | Path, sources: list[tuple[str, str]], cfg: FeatureCon
     """Fingerprint `sources` into a new generation of `index_dir`, then switch to it.
 
     An interrupted build leaves its finished segments in INDEX_DIR/building;
-    running the same build again skips the tracks they hold.
+    running the same build again skips the tracks they hold.  A second build
+    of the same directory while one runs fails with BuildInProgress.
     """
     cfg = cfg.validate()
     index_dir = Path(index_dir)
-    index_dir.mkdir(parents=True, exist_ok=True)
+    with store.build_lock(index_dir):
+        return _build_locked(index_dir, sources, cfg, jobs, limits, progress, flush_seconds, flush_tracks)
+
+
+def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, progress,
+                  flush_seconds: float, flush_tracks: int) -> BuildReport:
     ids = [t for t, _ in sources]
     if len(set(ids)) != len(ids):
         dup = sorted({t for t in ids if ids.count(t) > 1})[:5]

@@ -67,3 +67,8 @@ class TrackExists(SimsearchError):
 class IndexCorrupt(SimsearchError):
     status = 500
     code = "index_corrupt"
+
+
+class BuildInProgress(SimsearchError):
+    status = 409
+    code = "build_in_progress"

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from .config import FORMAT_VERSION, FeatureConfig
-from .errors import ConfigMismatch, IndexCorrupt, IndexNotFound
+from .errors import BuildInProgress, ConfigMismatch, IndexCorrupt, IndexNotFound
 
 _SEGMENT_RE = re.compile(r"^segment-(\d{6})-([0-9a-f]{16})\.h5$")
 _STR = h5py.string_dtype("utf-8")
@@ -211,6 +211,22 @@ def write_lock(index_dir: Path):
     index_dir.mkdir(parents=True, exist_ok=True)
     with open(index_dir / ".lock", "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path):
+    """Exclusive, non-blocking: one build of an index directory at a time
+    (two would interleave track numbers in the same `building/`)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".build.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildInProgress(f"another build of {index_dir} is running; wait for it to finish") from None
         try:
             yield
         finally:

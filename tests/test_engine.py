@@ -502,3 +502,18 @@ def test_build_reads_files_whose_relative_name_has_a_colon(tmp_path, monkeypatch
     shutil.copy(clip_path("flare_town_theme"), tmp_path / "Nocturne: Op 27.ogg")
     report = build(tmp_path / "index", [("nocturne", "Nocturne: Op 27.ogg")], jobs=1, progress=False)
     assert report.failures == [] and report.tracks == 1
+
+
+def test_a_second_concurrent_build_of_one_index_is_refused(tmp_path):
+    """Two builds into one directory would interleave track numbers in the same
+    building/ directory and mislabel tracks: the second one must fail fast."""
+    from simsearch import store
+    from simsearch.build import build
+    from simsearch.errors import BuildInProgress
+
+    index_dir = tmp_path / "index"
+    with store.build_lock(index_dir):  # as a running build holds it
+        with pytest.raises(BuildInProgress):
+            build(index_dir, catalog_sources()[:1], jobs=1, progress=False)
+    report = build(index_dir, catalog_sources()[:1], jobs=1, progress=False)
+    assert report.tracks == 1
