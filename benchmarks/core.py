@@ -101,24 +101,32 @@ def read_mono(path: str, start: int, frames: int) -> np.ndarray:
     return np.ascontiguousarray(z.mean(axis=1, dtype=np.float32))
 
 
-def cut_excerpt(ex: Excerpt) -> Cut:
-    """Decode the excerpt with soundfile at the file's own rate, mixed to mono.
+def cut_audio(path: str, length_s: float, seed: int) -> Cut:
+    """`length_s` seconds of `path`, decoded with soundfile at the file's own
+    rate and mixed to mono.
 
-    The start is drawn uniformly from the excerpt's seed; a near-silent draw
-    (quieter than SILENCE_DB) is replaced by the next one, up to MAX_DRAWS.
+    The start is drawn uniformly from `seed`; a near-silent draw (quieter than
+    SILENCE_DB) is replaced by the next one, up to MAX_DRAWS.
     """
-    info = sf.info(ex.path)
-    n = int(round(ex.length_s * info.samplerate))
+    info = sf.info(path)
+    n = int(round(length_s * info.samplerate))
     if info.frames <= n:
-        raise ValueError(f"{ex.path} lasts {info.duration:.1f} s, too short for a {ex.length_s:g} s excerpt")
-    rng = np.random.default_rng(ex.seed)
+        raise ValueError(f"{path} lasts {info.duration:.1f} s, too short for a {length_s:g} s excerpt")
+    rng = np.random.default_rng(seed)
     for draw in range(1, MAX_DRAWS + 1):
         start = int(rng.integers(0, info.frames - n))
-        y = read_mono(ex.path, start, n)
+        y = read_mono(path, start, n)
         level = rms_db(y)
         if level >= SILENCE_DB:
             break
     return Cut(y, info.samplerate, start / info.samplerate, level, draw)
+
+
+def cut_excerpt(ex: Excerpt, cut_s: float | None = None) -> Cut:
+    """The excerpt's audio (see cut_audio): `ex.length_s` seconds, or `cut_s`
+    when a transform needs more source audio than the query's length (a
+    speed-up consumes `speed` seconds of source per second of query)."""
+    return cut_audio(ex.path, ex.length_s if cut_s is None else cut_s, ex.seed)
 
 
 def wav_bytes(y: np.ndarray, sr: int) -> bytes:
@@ -165,13 +173,18 @@ class _Worker:
     transforms: dict | None = None
 
 
-def _init_worker(index_dir: str, tmp_dir: str) -> None:
+def init_engine_worker(index_dir: str) -> None:
+    """Open the index in a pool process (one FAISS thread) and compile the
+    numba kernels before the first timed query."""
     faiss.omp_set_num_threads(1)
     _Worker.engine = engine.Engine(index_dir)
-    _Worker.transforms = transforms(Path(tmp_dir))
-    # Compile the numba kernels before the first timed query.
     noise = np.random.default_rng(0).standard_normal(3 * _Worker.engine.config.sample_rate).astype(np.float32)
     _Worker.engine.query_samples(0.1 * noise)
+
+
+def _init_worker(index_dir: str, tmp_dir: str) -> None:
+    init_engine_worker(index_dir)
+    _Worker.transforms = transforms(Path(tmp_dir))
 
 
 def query_excerpt(ex: Excerpt) -> list[dict]:
@@ -185,15 +198,23 @@ def query_excerpt(ex: Excerpt) -> list[dict]:
     return records
 
 
-def run_accuracy_queries(index_dir: Path, plan: list[Excerpt], tmp_dir: Path, jobs: int) -> list[dict]:
-    """All accuracy queries, `jobs` processes in parallel, in the plan's order."""
+def run_queries(plan: list, query_fn, initializer, initargs: tuple, jobs: int, log_fn=None) -> list[dict]:
+    """`query_fn(item)` (a list of records) for every item of the plan, in
+    `jobs` forked processes set up by `initializer(*initargs)`; the records
+    in the plan's order, with progress logged every tenth of the plan."""
+    log_fn = log_fn or log
     records, t0, step = [], time.perf_counter(), max(1, len(plan) // 10)
-    with mp.get_context("fork").Pool(jobs, initializer=_init_worker, initargs=(str(index_dir), str(tmp_dir))) as pool:
-        for i, recs in enumerate(pool.imap(query_excerpt, plan, chunksize=1), 1):
+    with mp.get_context("fork").Pool(jobs, initializer=initializer, initargs=initargs) as pool:
+        for i, recs in enumerate(pool.imap(query_fn, plan, chunksize=1), 1):
             records.extend(recs)
             if i % step == 0 or i == len(plan):
-                log(f"accuracy: {i}/{len(plan)} excerpts, {len(records)} queries, {time.perf_counter() - t0:.0f} s")
+                log_fn(f"accuracy: {i}/{len(plan)} excerpts, {len(records)} queries, {time.perf_counter() - t0:.0f} s")
     return records
+
+
+def run_accuracy_queries(index_dir: Path, plan: list[Excerpt], tmp_dir: Path, jobs: int) -> list[dict]:
+    """All accuracy queries, `jobs` processes in parallel, in the plan's order."""
+    return run_queries(plan, query_excerpt, _init_worker, (str(index_dir), str(tmp_dir)), jobs)
 
 
 # -- accuracy figures (pure: records in, numbers out) -------------------------
@@ -210,9 +231,13 @@ def is_wrong(r: dict, threshold: float) -> bool:
 
 
 def by_transform_and_length(records: list[dict], names: list[str], lengths: tuple[float, ...], fn) -> dict:
-    """{transform: {"5s": fn(records of that cell)}}."""
-    return {name: {length_key(L): fn([r for r in records if r["transform"] == name and r["length_s"] == L])
-                   for L in lengths} for name in names}
+    """{transform: {"5s": fn(records of that cell)}}; cells without records
+    (a transform made at some lengths only) are left out."""
+    out = {}
+    for name in names:
+        cells = {L: [r for r in records if r["transform"] == name and r["length_s"] == L] for L in lengths}
+        out[name] = {length_key(L): fn(rs) for L, rs in cells.items() if rs}
+    return out
 
 
 def rate(records: list[dict], pred) -> float | None:
@@ -444,8 +469,8 @@ def query_probe_codes(eng: engine.Engine, wavs: list[bytes]) -> list[np.ndarray]
 
 
 # -- orchestration --------------------------------------------------------------
-def log(msg: str) -> None:
-    print(f"[core] {msg}", file=sys.stderr, flush=True)
+def log(msg: str, bench: str = "core") -> None:
+    print(f"[{bench}] {msg}", file=sys.stderr, flush=True)
 
 
 def git(*args: str) -> str | None:
@@ -461,7 +486,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
             "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "git_commit": git("rev-parse", "HEAD"),
-            "simsearch_uncommitted": [line[3:] for line in changed.splitlines()] if changed else []}
+            "simsearch_uncommitted": [line.split(maxsplit=1)[1] for line in changed.splitlines()] if changed else []}
 
 
 def write_json(path: Path, result: dict) -> None:

@@ -225,6 +225,8 @@ def compare_lookups(engine, probe_sets: list[np.ndarray], repeats: int = 5, thre
                 if not np.array_equal(got, want):
                     raise AssertionError(f"{name} returns other hits than IndexBinaryHash")
                 times.append(seconds)
+                if len(times) >= 3 and min(times) > 1.0:
+                    break  # seconds per query: three queries measure it well enough
             memory, memory_kind = memory_bytes(structure)
             rows.append({
                 "name": name,

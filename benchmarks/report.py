@@ -1,6 +1,8 @@
-"""Markdown tables of a core benchmark result (the dict that core.main writes).
+"""Markdown tables of a core benchmark result (the dict that core.main writes),
+and the helpers the derivatives benchmark's report (derivatives.markdown) uses.
 
-``python -m benchmarks.report RESULTS.json`` prints them again from a saved result.
+``python -m benchmarks.report RESULTS.json`` prints them again from a saved
+result of either benchmark.
 """
 
 from __future__ import annotations
@@ -138,16 +140,23 @@ def lookups_section(r: dict) -> str:
                      "same hits as IndexBinaryHash"], rows))
 
 
-def markdown(r: dict) -> str:
+def run_line(r: dict) -> str:
+    """When, on what, and how long each phase took."""
     env = r["environment"]
     dirty = env.get("simsearch_uncommitted")
     commit = (env["git_commit"] or "unknown")[:10] + (f" plus uncommitted {', '.join(dirty)}" if dirty else "")
-    head = (f"# simsearch core benchmark ({r['mode']})\n\n"
-            f"{r['date']}, commit {commit}, {env['cpu_count']} cores, "
+    return (f"{r['date']}, commit {commit}, {env['cpu_count']} cores, "
             f"faiss {env['faiss']}, numpy {env['numpy']}; ran {r['timings_s']['total']:.0f} s "
             f"({', '.join(f'{k} {v:g} s' for k, v in r['timings_s'].items() if k != 'total')}; "
-            f"1-min load average after each: {', '.join(f'{v:g}' for v in r['load_average_1min'].values())}).\n\n"
-            + corpus_section(r))
+            f"1-min load average after each: {', '.join(f'{v:g}' for v in r['load_average_1min'].values())}).")
+
+
+def markdown(r: dict) -> str:
+    if r.get("benchmark") == "derivatives":
+        from .derivatives import markdown as derivatives_markdown
+
+        return derivatives_markdown(r)
+    head = f"# simsearch core benchmark ({r['mode']})\n\n" + run_line(r) + "\n\n" + corpus_section(r)
     sections = [head, accuracy_section(r), false_alarm_section(r), sweep_section(r), indexing_section(r),
                 latency_section(r), lookups_section(r)]
     return "\n\n".join(sections) + "\n"

@@ -13,6 +13,12 @@ directory; the noise is numpy's, seeded.
     pink_noise_0dB     ... at 0 dB SNR (as loud as the music)
     bandpass_300_3400  telephone band, sox `sinc 300-3400`
     reverb             moderate room, sox `reverb 50 50 100` (wet + dry), cut to the excerpt's length
+
+The derivatives benchmark (derivatives.py) also uses the building blocks
+below: `sox_effect` with an output length of its own (a speed or tempo change
+consumes more or less source than it outputs), `mix` (one signal under
+another at a power ratio), `speech` (espeak-ng), `resample` (sox) and
+`embed` (a segment placed inside other music).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import soundfile as sf
 Transform = Callable[..., tuple[np.ndarray, int]]
 
 TOOLS = ("ffmpeg", "sox")
+SPEECH_TOOLS = ("espeak-ng",)
 
 
 def none(y: np.ndarray, sr: int, seed: int = 0) -> tuple[np.ndarray, int]:
@@ -95,11 +102,69 @@ def mp3(y: np.ndarray, sr: int, tmp_dir: Path, bitrate: str = "64k", seed: int =
     return z[: len(y)], zsr
 
 
-def sox_effect(y: np.ndarray, sr: int, tmp_dir: Path, effect: list[str], seed: int = 0) -> tuple[np.ndarray, int]:
-    """Run a sox effect chain; the result is cut to the input's length."""
+def sox_effect(y: np.ndarray, sr: int, tmp_dir: Path, effect: list[str], seed: int = 0,
+               n_out: int | None = None) -> tuple[np.ndarray, int]:
+    """Run a sox effect chain; the result is cut to `n_out` samples (default:
+    the input's length).  Raises when the chain gives fewer than `n_out`."""
+    n_out = len(y) if n_out is None else n_out
     z, zsr = _through_files(y, sr, tmp_dir, ".wav",
                             lambda src, dst: [["sox", "-V1", str(src), str(dst), *effect]])
-    return z[: len(y)], zsr
+    if len(z) < n_out:
+        raise RuntimeError(f"sox {' '.join(effect)} gave {len(z)} samples, {n_out} needed")
+    return z[:n_out], zsr
+
+
+def resample(y: np.ndarray, sr: int, new_sr: int, tmp_dir: Path) -> np.ndarray:
+    """y at `new_sr` (sox `rate`, its default high quality); y itself when the rates agree."""
+    if sr == new_sr:
+        return y
+    z, _ = _through_files(y, sr, tmp_dir, ".wav",
+                          lambda src, dst: [["sox", "-V1", str(src), "-r", str(new_sr), str(dst), "rate"]])
+    return z
+
+
+def fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    """y looped (or cut) to exactly n samples."""
+    return np.resize(y, n) if len(y) else np.zeros(n, y.dtype)
+
+
+def power(y: np.ndarray) -> float:
+    return float(np.mean(np.square(y, dtype=np.float64)))
+
+
+def peak_guard(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """y scaled down to `peak` when it would clip, unchanged otherwise."""
+    m = float(np.max(np.abs(y))) if len(y) else 0.0
+    return (y * np.float32(peak / m)).astype(np.float32) if m > peak else y.astype(np.float32)
+
+
+def mix(y: np.ndarray, other: np.ndarray, gain_db: float) -> np.ndarray:
+    """y plus `other` (looped or cut to y's length) scaled so that its mean
+    power is `gain_db` relative to y's; scaled down as a whole if it would clip."""
+    other = fit_length(other, len(y)).astype(np.float64)
+    g = np.sqrt(power(y) / max(power(other), 1e-20) * 10.0 ** (gain_db / 10.0))
+    return peak_guard(y + g * other)
+
+
+def speech(text: str, sr: int, tmp_dir: Path, words_per_minute: int = 160, pitch: int = 50) -> np.ndarray:
+    """`text` spoken by espeak-ng (default English voice), resampled by sox to
+    `sr`, mono float32."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
+        raw, out = Path(d) / "speech.wav", Path(d) / "speech_sr.wav"
+        _run(["espeak-ng", "-s", str(words_per_minute), "-p", str(pitch), "-w", str(raw), text])
+        _run(["sox", "-V1", str(raw), "-r", str(sr), "-c", "1", str(out), "rate"])
+        return _read_mono(out)[0]
+
+
+def embed(host: np.ndarray, segment: np.ndarray, at: int, host_gain: float = 0.3) -> np.ndarray:
+    """`segment` placed at sample `at` of `host`, the host under it scaled by
+    `host_gain`; scaled down as a whole if it would clip."""
+    if at < 0 or at + len(segment) > len(host):
+        raise ValueError(f"a segment of {len(segment)} samples does not fit at {at} in {len(host)}")
+    out = host.astype(np.float64)
+    out[at : at + len(segment)] = host_gain * out[at : at + len(segment)] + segment
+    return peak_guard(out)
 
 
 def transforms(tmp_dir: Path) -> dict[str, Transform]:

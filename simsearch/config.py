@@ -136,6 +136,9 @@ class MatchConfig:
     # Decision: matches scoring less are not returned (chosen on the benchmark:
     # see benchmarks/results/core.md, "Threshold sweep").
     min_score: float = 9.0
+    # A plain copy of the whole query scoring this much ends the search after
+    # the unit-speed pass (the wide pass is skipped).
+    early_exit_score: float = 25.0
     top_k: int = 5
 
     def replace(self, **changes) -> "MatchConfig":

@@ -270,8 +270,8 @@ class Engine:
         """Match decoded audio (mono float32 at the index's rate).
 
         Two passes over the same query triplets: first near unit speed and
-        pitch (few probes, cheap); when that finds a plain copy of the whole
-        query, it is the answer.  Otherwise the whole searched range of speed
+        pitch (few probes, cheap); when that finds a convincing plain copy of
+        the whole query (score >= early_exit_score), it is the answer.  Otherwise the whole searched range of speed
         and pitch follows, and the two passes' matches are merged.
         """
         t0 = time.perf_counter() if t0 is None else t0
@@ -283,7 +283,10 @@ class Engine:
         with self._lock.read():
             names = self.by_number
             matches = self._search(q, narrow, len(y), names)
-            plain_copy = bool(matches) and matches[0].kind == "duplicate" and matches[0].score >= mcfg.min_score
+            # Only a convincing plain copy ends the search: a weak one may be a
+            # chance alignment hiding the true, transformed source.
+            plain_copy = (bool(matches) and matches[0].kind == "duplicate"
+                          and matches[0].score >= max(mcfg.min_score, mcfg.early_exit_score))
             if narrow != mcfg and not plain_copy:
                 best = {m.track_id: m for m in matches}
                 for m in self._search(q, mcfg, len(y), names):
