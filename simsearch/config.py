@@ -126,6 +126,9 @@ class MatchConfig:
     align_tol_s: float = 0.064
     speed_step: float = 0.02  # coarsest speed step; finer for long queries
     pitch_tol: float = 0.5
+    # A match's time range leaves out small runs of aligned hits set apart
+    # from the rest by gaps longer than this.
+    max_gap_s: float = 3.0
     max_candidates: int = 12
     # A match off unit speed and pitch (beyond these tolerances) needed the
     # wide search, whose many (speed, pitch) hypotheses reach higher scores by

@@ -171,8 +171,11 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     pitch = float(np.median(hi.pitch))
     off_unit = abs(s - 1.0) > mcfg.unit_speed_tol or abs(pitch) > mcfg.unit_pitch_tol
     score = len(pairs) - (mcfg.off_unit_penalty if off_unit else 0.0)
-    q0 = float(hi.tq.min())
-    q1 = float(min(query_frames, (hi.tq + hi.sq).max()))
+    # The matched range spans the substantial runs of aligned hits (gaps of
+    # more than `max_gap_s` split runs): a stray chance hit must not stretch it.
+    run = _densest_run(hi.tq, mcfg.max_gap_s / fs)
+    q0 = float(hi.tq[run].min())
+    q1 = float(min(query_frames, (hi.tq[run] + hi.sq[run]).max()))
     return Candidate(
         track=track,
         score=float(score),
@@ -184,3 +187,19 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         ref_end=(a + s * q1) * fs,
         hits=np.stack([hi.tq * fs, hi.tr * fs], axis=1),
     )
+
+
+def _densest_run(t: np.ndarray, max_gap: float) -> np.ndarray:
+    """Mask of the times that lie in substantial runs: split the sorted times
+    where consecutive ones are more than `max_gap` apart, and drop runs of at
+    most 2 times or 10% of all (stray chance hits on the line)."""
+    order = np.argsort(t, kind="stable")
+    st = t[order]
+    run_id = np.concatenate([[0], np.cumsum(np.diff(st) > max_gap)])
+    sizes = np.bincount(run_id)
+    keep = sizes > max(2, 0.1 * len(t))
+    if not keep.any():
+        keep = sizes == sizes.max()
+    mask = np.zeros(len(t), bool)
+    mask[order[keep[run_id]]] = True
+    return mask

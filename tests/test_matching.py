@@ -115,3 +115,18 @@ def test_gather_hits_joins_and_filters():
     np.testing.assert_allclose(h.pitch, [0.0, 3 * 12 / CFG.bins_per_octave])
     # Without the removed mask, the removed track's hit comes back.
     assert sorted(matching.gather_hits(q, owner, probe, ids, CFG, MCFG).track.tolist()) == [4, 5, 9]
+
+
+def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
+    """Hits of a real 8 s segment plus one chance hit on the same line 20 s
+    earlier: the reported range is the segment's."""
+    from simsearch.matching import _densest_run
+
+    rng = np.random.default_rng(3)
+    segment = np.sort(rng.uniform(300.0, 550.0, 40))  # frames
+    t = np.concatenate([[20.0], segment])
+    run = _densest_run(t, max_gap=3.0 / 0.032)
+    assert not run[0] and run[1:].all()
+    # Sparse but evenly spread hits (a degraded copy) all stay in.
+    sparse = np.linspace(0.0, 300.0, 11)
+    assert _densest_run(sparse, max_gap=3.0 / 0.032).all()
