@@ -469,6 +469,22 @@ def query_probe_codes(eng: engine.Engine, wavs: list[bytes]) -> list[np.ndarray]
 
 
 # -- orchestration --------------------------------------------------------------
+class PhaseClock:
+    """Wall time and 1-minute load average at the end of each phase of a run.
+    The load average shows whether other work shared the machine (a benchmark
+    alone: ~jobs while indexing and querying, ~1 during latency and lookups)."""
+
+    def __init__(self, bench: str):
+        self.bench = bench
+        self.timings: dict[str, float] = {}
+        self.loads: dict[str, float] = {}
+
+    def done(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        self.loads[name] = round(os.getloadavg()[0], 2)
+        log(f"{name} done in {self.timings[name]} s (load {self.loads[name]})", self.bench)
+
+
 def log(msg: str, bench: str = "core") -> None:
     print(f"[{bench}] {msg}", file=sys.stderr, flush=True)
 
@@ -527,15 +543,8 @@ def main(argv: list[str] | None = None) -> dict:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     per_track = 1 if args.quick else 3
     n_latency = 8 if args.quick else 20
-    timings, loads = {}, {}
-
-    def phase(name: str, t0: float) -> None:
-        # The 1-minute load average at the end of each phase shows whether
-        # other work shared the machine (this benchmark alone: ~jobs while
-        # indexing and querying, ~1 during latency and lookups).
-        timings[name] = round(time.perf_counter() - t0, 1)
-        loads[name] = round(os.getloadavg()[0], 2)
-        log(f"{name} done in {timings[name]} s (load {loads[name]})")
+    clock = PhaseClock("core")
+    timings, loads, phase = clock.timings, clock.loads, clock.done
 
     t0 = time.perf_counter()
     corpus.ensure_packages(list(TOOLS))

@@ -571,27 +571,6 @@ def false_alarm_section(r: dict) -> str:
                             "score"], worst))
 
 
-def sweep_section(r: dict) -> str:
-    sweep, chosen = r["threshold_sweep"], r["chosen_threshold"]
-    lengths = list(sweep[0]["recall_at_1_by_length"])
-    names = list(sweep[0]["recall_at_1"])
-    header = (["T", "false alarms"] + [f"recall {L}" for L in lengths] + ["wrong@1"]
-              + [f"{n} ({'/'.join(sweep[0]['recall_at_1'][n])})" for n in names])
-    rows = [[row["threshold"], f"{row['false_alarms']} ({report.pct(row['false_alarm_rate'], 2)})"]
-            + [report.pct(row["recall_at_1_by_length"][L]) for L in lengths] + [report.pct(row["wrong_at_1_rate"], 2)]
-            + ["/".join(f"{100 * v:.0f}" for v in row["recall_at_1"][n].values()) for n in names]
-            for row in sweep]
-    limit = r["parameters"]["max_false_alarm_rate"]
-    if chosen is None:
-        verdict = f"No threshold in the sweep keeps false alarms at or under {report.pct(limit)}."
-    else:
-        verdict = (f"Smallest T with false alarms <= {report.pct(limit)}: **T = {chosen['threshold']}** "
-                   f"({chosen['false_alarms']} false alarms), recall@1 there: "
-                   + ", ".join(f"{L} {report.pct(v)}" for L, v in chosen["recall_at_1_by_length"].items()) + ".")
-    return ("## Threshold sweep\n\nRecall@1 by query length over all derivatives, then per derivative (percent, "
-            "per length).\n\n" + report.table(header, rows) + "\n\n" + verdict)
-
-
 def scaling_section(r: dict) -> str:
     sc = r["scaling"]
     sp = f"speed_x{sc['speed']:.2f}"
@@ -638,7 +617,7 @@ def markdown(r: dict) -> str:
             f"Catalog index {r['parameters']['index_dir']} ({'reused' if ix['reused'] else 'built'}): "
             f"{ix['tracks']} tracks, {ix['hours']:.2f} h, {ix['vectors']:,} codes.")
     sections = [head, method_section(r), accuracy_section(r), embedded_section(r), false_alarm_section(r),
-                sweep_section(r), scaling_section(r), failures_section(r)]
+                report.sweep_section(r, "derivative"), scaling_section(r), failures_section(r)]
     return "\n\n".join(sections) + "\n"
 
 
@@ -664,12 +643,8 @@ def main(argv: list[str] | None = None) -> dict:
     tmp_dir = data / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     per_track = 1 if args.quick else 2
-    timings, loads = {}, {}
-
-    def phase(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 1)
-        loads[name] = round(os.getloadavg()[0], 2)
-        log(f"{name} done in {timings[name]} s (load {loads[name]})")
+    clock = core.PhaseClock("derivatives")
+    timings, loads, phase = clock.timings, clock.loads, clock.done
 
     t0 = time.perf_counter()
     corpus.ensure_packages([*TOOLS, *SPEECH_TOOLS])

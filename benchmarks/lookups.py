@@ -40,7 +40,7 @@ def catalog_codes(engine) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (codes uint64 [n], ids int64 [n]).
     """
-    batches = [store.read_segment(p, engine.config)[0] for p in store.list_segments(engine.gen_dir)]
+    batches = [store.read_segment(p, engine.config) for p in store.list_segments(engine.gen_dir)]
     batch = store.TrackBatch.concat(batches)
     ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)
     return batch.codes.astype(np.uint64), ids.astype(np.int64)

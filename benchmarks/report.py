@@ -79,15 +79,17 @@ def false_alarm_section(r: dict) -> str:
             + table(["query track", "transform", "length", "start s", "top match", "score"], rows))
 
 
-def sweep_section(r: dict) -> str:
+def sweep_section(r: dict, noun: str = "transform") -> str:
+    """The threshold sweep: false alarms and recall@1 by length at each T, then
+    per `noun` (transform, derivative) over the lengths it was measured at."""
     sweep, chosen = r["threshold_sweep"], r["chosen_threshold"]
     names = list(sweep[0]["recall_at_1"])
     lengths = list(sweep[0]["recall_at_1_by_length"])
     header = (["T", "false alarms"] + [f"recall {L}" for L in lengths] + ["wrong@1"]
-              + [f"{n} ({'/'.join(lengths)})" for n in names])
+              + [f"{n} ({'/'.join(sweep[0]['recall_at_1'][n])})" for n in names])
     rows = [[row["threshold"], f"{row['false_alarms']} ({pct(row['false_alarm_rate'], 2)})"]
             + [pct(row["recall_at_1_by_length"][L]) for L in lengths] + [pct(row["wrong_at_1_rate"], 2)]
-            + ["/".join(f"{100 * row['recall_at_1'][n][L]:.0f}" for L in lengths) for n in names]
+            + ["/".join(f"{100 * v:.0f}" for v in row["recall_at_1"][n].values()) for n in names]
             for row in sweep]
     limit = r["parameters"]["max_false_alarm_rate"]
     if chosen is None:
@@ -96,9 +98,9 @@ def sweep_section(r: dict) -> str:
         verdict = (f"Smallest T with false alarms <= {pct(limit)}: **T = {chosen['threshold']}** "
                    f"({chosen['false_alarms']} false alarms), recall@1 there: "
                    + ", ".join(f"{L} {pct(v)}" for L, v in chosen["recall_at_1_by_length"].items())
-                   + " (all transforms).")
-    return ("## Threshold sweep\n\nRecall@1 over all transforms, then per transform (percent, "
-            + "/".join(lengths) + ").\n\n" + table(header, rows) + "\n\n" + verdict)
+                   + f" (all {noun}s).")
+    return (f"## Threshold sweep\n\nRecall@1 by query length over all {noun}s, then per {noun} (percent, "
+            "per length).\n\n" + table(header, rows) + "\n\n" + verdict)
 
 
 def indexing_section(r: dict) -> str:

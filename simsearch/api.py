@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 
 import numpy as np
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
 from .config import MatchConfig
-from .engine import Engine, validate_track_id
-from .errors import EmptyInput, ParameterError, SimsearchError, TrackExists
+from .engine import Engine
+from .errors import EmptyInput, ParameterError, SimsearchError
 from .openapi import openapi_document
 
 EXT = "simsearch"
@@ -34,7 +33,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     # Never rewrite a path: "/v1/tracks//x" must not become (and redirect to) "/v1/tracks/x".
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = api_config.max_upload_bytes
-    app.extensions[EXT] = {"engine": engine, "config": api_config, "refresh_lock": threading.Lock()}
+    app.extensions[EXT] = {"engine": engine, "config": api_config}
 
     def eng() -> Engine:
         e = app.extensions[EXT]["engine"]
@@ -74,10 +73,10 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     def query():
         _check_fields(_QUERY_FIELDS)
         data = _audio_bytes()
-        mcfg = _match_config(eng().match_config, api_config)
+        e = eng()
+        mcfg = _match_config(e.match_config, api_config)
         with_hits = _bool_param("hits", False)
-        res = eng().query(data, mcfg)
-        return jsonify(res.to_json(with_hits))
+        return jsonify(e.query(data, mcfg).to_json(with_hits))
 
     @app.post("/v1/tracks")
     def add_track():
@@ -97,9 +96,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         data = _audio_bytes()
         body = {}
         e = eng()
-        validate_track_id(track_id)
-        if track_id in e.tracks:
-            raise TrackExists(f"track id {track_id!r} is already in the index")
+        e.check_new_id(track_id)  # before the optional check query
         if _bool_param("check", False):
             res = e.query(data, _match_config(e.match_config, api_config))
             body["matches"] = res.to_json()["matches"]

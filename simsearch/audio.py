@@ -155,8 +155,8 @@ def _native_format(path: Path) -> tuple[int, int] | None:
 
 
 def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: int | None = None):
-    """Decode with ffmpeg at rate `sr`; with `channels`, keep them and mix them
-    down here, exactly as for libsndfile (ffmpeg's own downmix is 3 dB louder)."""
+    """Decode with ffmpeg at rate `sr`, mixed down to mono; with `channels`
+    known, as the plain mean of the channels, exactly as on libsndfile's path."""
     exe = ffmpeg_path()
     if exe is None:
         raise DecoderUnavailable(

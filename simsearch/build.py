@@ -104,7 +104,7 @@ def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, pr
         stored = json.loads((work / "config.json").read_text())
         if stored.get("feature_config") == json.loads(cfg.to_json()):
             for seg in store.list_segments(work):
-                batch, _ = store.read_segment(seg, cfg)
+                batch = store.read_segment(seg, cfg)
                 done.update(batch.track_id)
                 if len(batch):
                     next_number = max(next_number, int(batch.number.max()) + 1)
@@ -164,7 +164,7 @@ def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, pr
             previous = None
         gen = index_dir / store.new_generation_name()
         os.replace(work, gen)
-        store._fsync_dir(index_dir)
+        store.fsync_dir(index_dir)
         store.switch_generation(index_dir, gen)
         # Keep the generation just replaced for one rollback; drop older ones.
         for stale in _generations(index_dir):

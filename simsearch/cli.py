@@ -109,8 +109,7 @@ def _cmd_add(args) -> int:
             if track_id in seen:
                 raise SimsearchError(f"track id {track_id!r} is given twice among the sources; the first one is kept")
             seen.add(track_id)
-            if track_id in eng.tracks:
-                raise SimsearchError(f"track id {track_id!r} is already in the index")
+            eng.check_new_id(track_id)
             d, codes, tr = fingerprint_source(path, eng.config, eng.limits)
             chunk.append((track_id, d, str(Path(path).resolve()), {}, codes, tr))
         except SimsearchError as exc:

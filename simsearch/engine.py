@@ -97,14 +97,12 @@ def validate_track_id(track_id: str) -> str:
     return track_id
 
 
-def fingerprint_samples(y: np.ndarray, cfg: FeatureConfig) -> tuple[float, np.ndarray, features.Triplets]:
-    """Duration, codes and triplets of one decoded track."""
+def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits,
+                       prefer_ffmpeg: bool = False) -> tuple[float, np.ndarray, features.Triplets]:
+    """Duration, codes and triplets of one catalog track."""
+    y = decode_audio(source, cfg.sample_rate, limits, prefer_ffmpeg)
     codes, tr = features.reference_fingerprint(y, cfg)
     return len(y) / cfg.sample_rate, codes, tr
-
-
-def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits, prefer_ffmpeg: bool = False):
-    return fingerprint_samples(decode_audio(source, cfg.sample_rate, limits, prefer_ffmpeg), cfg)
 
 
 def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, features.Triplets]]) -> store.TrackBatch:
@@ -192,7 +190,7 @@ class Engine:
         by_number: dict[int, str] = {}
         index = HashIndex(cfg.hash_cardinality)
         for seg in segments:
-            batch, _ = store.read_segment(seg, cfg, verify=self._verify)
+            batch = store.read_segment(seg, cfg, verify=self._verify)
             self._absorb(batch, removed, tracks, by_number, index)
         with self._lock.write():
             self.gen_dir, self.config, self.removed = gen, cfg, removed
@@ -204,8 +202,6 @@ class Engine:
 
     def _absorb(self, batch: store.TrackBatch, removed, tracks, by_number, index: HashIndex) -> None:
         live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
-        ends = np.cumsum(batch.count)
-        starts = ends - batch.count
         for k in np.flatnonzero(live):
             info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
                              batch.path[k], json.loads(batch.meta[k] or "{}"), int(batch.count[k]))
@@ -271,8 +267,9 @@ class Engine:
 
         Two passes over the same query triplets: first near unit speed and
         pitch (few probes, cheap); when that finds a convincing plain copy of
-        the whole query (score >= early_exit_score), it is the answer.  Otherwise the whole searched range of speed
-        and pitch follows, and the two passes' matches are merged.
+        the whole query (score >= early_exit_score), it is the answer.
+        Otherwise the whole searched range of speed and pitch follows, and the
+        two passes' matches are merged.
         """
         t0 = time.perf_counter() if t0 is None else t0
         mcfg = match_config or self.match_config
@@ -321,11 +318,16 @@ class Engine:
             raise UnknownTrack(f"no track {track_id!r} in the index")
         return info
 
-    def add(self, track_id: str, source: Source, path: str = "", meta: dict | None = None) -> TrackInfo:
-        """Fingerprint and add one track; durable on disk when this returns."""
+    def check_new_id(self, track_id: str) -> str:
+        """A valid id not yet in the index (checked again under the lock when written)."""
         validate_track_id(track_id)
         if track_id in self.tracks:
             raise TrackExists(f"track id {track_id!r} is already in the index")
+        return track_id
+
+    def add(self, track_id: str, source: Source, path: str = "", meta: dict | None = None) -> TrackInfo:
+        """Fingerprint and add one track; durable on disk when this returns."""
+        self.check_new_id(track_id)
         duration, codes, tr = fingerprint_source(source, self.config, self.limits)
         return self.add_fingerprints([(track_id, duration, path, meta or {}, codes, tr)])[0]
 
@@ -336,11 +338,10 @@ class Engine:
             # and the live generation must come from disk, under the lock.
             self._refresh_locked()
             ids = [i[0] for i in items]
+            if len(set(ids)) != len(ids):
+                raise TrackExists(f"track ids given twice in one addition: {sorted({t for t in ids if ids.count(t) > 1})}")
             for tid in ids:
-                validate_track_id(tid)
-            taken = [t for t in ids if t in self.tracks]
-            if taken or len(set(ids)) != len(ids):
-                raise TrackExists(f"track id {(taken or ids)[0]!r} is already in the index")
+                self.check_new_id(tid)
             if self._next_number + len(items) > MAX_TRACKS:
                 raise ParameterError("the index holds the maximum number of tracks")
             numbered = [(tid, self._next_number + k, d, p, m, c, t)

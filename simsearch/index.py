@@ -85,15 +85,3 @@ class HashIndex:
     def memory_bytes(self) -> int:
         """Approximate resident size: codes and ids, plus the hash table's buckets."""
         return int(self.ntotal * 16 + self.faiss.hashtable_size() * 64)
-
-    def serialize(self) -> np.ndarray:
-        return faiss.serialize_index_binary(self.faiss)
-
-    @classmethod
-    def deserialize(cls, blob: np.ndarray, cardinality: int) -> "HashIndex":
-        self = cls.__new__(cls)
-        self.bits = max(1, math.ceil(math.log2(cardinality)))
-        self.faiss = faiss.deserialize_index_binary(blob)
-        if not isinstance(self.faiss, faiss.IndexBinaryHash) or self.faiss.b != self.bits:
-            raise ValueError("stored FAISS index does not match the feature configuration")
-        return self

@@ -45,12 +45,22 @@ class Hits:
     sq: np.ndarray  # query span, frames
     sr: np.ndarray  # reference span, frames
     pitch: np.ndarray  # implied pitch shift, semitones
+    log_speed: np.ndarray | None = None  # implied speed (span ratio), log2; derived when not given
+
+    def __post_init__(self):
+        if self.log_speed is None:
+            object.__setattr__(self, "log_speed", span_log_speed(self.sr, self.sq))
 
     def take(self, sel) -> "Hits":
-        return Hits(*(getattr(self, k)[sel] for k in ("track", "tq", "tr", "sq", "sr", "pitch")))
+        return Hits(*(getattr(self, k)[sel] for k in ("track", "tq", "tr", "sq", "sr", "pitch", "log_speed")))
 
     def __len__(self) -> int:
         return len(self.track)
+
+
+def span_log_speed(sr: np.ndarray, sq: np.ndarray) -> np.ndarray:
+    """The speed a hit implies by itself: log2 of reference span over query span."""
+    return np.log2(np.maximum(sr, 0.25) / sq)
 
 
 def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarray,
@@ -61,7 +71,7 @@ def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarr
     track, tr, fr, sr = unpack_ids(ids)
     tq, fq, sq = q.t1[qi], q.f1[qi], q.span[qi]
     pitch = (fq - fr) * (12.0 / cfg.bins_per_octave)
-    log_speed = np.log2(np.maximum(sr, 0.25) / sq)
+    log_speed = span_log_speed(sr, sq)
     # The span of a hit is known to about a frame: allow that much error.
     slack = 1.0 / sq
     ok = (log_speed >= np.log2(mcfg.min_speed) - slack) & (log_speed <= np.log2(mcfg.max_speed) + slack)
@@ -69,7 +79,7 @@ def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarr
     if removed is not None and len(removed):
         inside = track < len(removed)
         ok &= ~(inside & removed[np.minimum(track, len(removed) - 1)])
-    return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok])
+    return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok], log_speed[ok])
 
 
 def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: float) -> list[Candidate]:
@@ -77,7 +87,7 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
     if len(h) == 0:
         return []
     tmid = 0.5 * query_frames
-    log_speed = np.clip(np.log2(np.maximum(h.sr, 0.25) / h.sq), np.log2(mcfg.min_speed), np.log2(mcfg.max_speed))
+    log_speed = np.clip(h.log_speed, np.log2(mcfg.min_speed), np.log2(mcfg.max_speed))
     tracks, centres = _promising_tracks(h, log_speed, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
@@ -158,7 +168,7 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
             inl = np.abs(h.tr - (a + s * h.tq)) <= tol
     # A hit on the line by chance has a random span ratio and pitch: keep only
     # hits whose own speed and pitch agree with the line's.
-    span_err = np.abs(np.log2(np.maximum(h.sr, 0.25) / h.sq) - np.log2(s))
+    span_err = np.abs(h.log_speed - np.log2(s))
     inl &= span_err <= 1.0 / h.sq + 0.03
     if inl.sum() < 3:
         return None

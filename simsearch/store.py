@@ -5,7 +5,6 @@ Layout of an index directory (see indexes/README.md):
     INDEX_DIR/CURRENT              name of the live generation (atomically replaced)
     INDEX_DIR/gen-*/segment-NNNNNN-<sha256:16>.h5
     INDEX_DIR/gen-*/removed.json   track numbers removed since the segments were written
-    INDEX_DIR/gen-*/faiss.bin      the FAISS index over some segments (a cache: rebuilt from HDF5)
     INDEX_DIR/building/            a build in progress (resumable)
 
 Every file is written to a temporary name, fsynced and renamed, so a crash
@@ -80,7 +79,7 @@ class TrackBatch:
         return np.repeat(self.number, self.count)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -95,7 +94,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:
@@ -127,11 +126,11 @@ def write_segment(gen_dir: Path, seq: int, batch: TrackBatch, cfg: FeatureConfig
     digest = sha256_file(tmp)[:16]
     final = gen_dir / f"segment-{seq:06d}-{digest}.h5"
     os.replace(tmp, final)
-    _fsync_dir(gen_dir)
+    fsync_dir(gen_dir)
     return final
 
 
-def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> tuple[TrackBatch, FeatureConfig]:
+def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> TrackBatch:
     """Read a segment, checking its checksum and its configuration against `cfg`."""
     m = _SEGMENT_RE.match(path.name)
     if m is None:
@@ -158,7 +157,7 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
                 g["count"][()], f["codes"][()], f["t1"][()], f["f1"][()], f["span"][()])
     except (OSError, KeyError) as exc:
         raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}); rebuild with `simsearch build`") from None
-    return batch, stored
+    return batch
 
 
 def list_segments(gen_dir: Path) -> list[Path]:

@@ -106,18 +106,6 @@ def test_add_rejects_mismatched_lengths():
         HashIndex(CARD).add(np.zeros(3, np.uint64), np.zeros(2, np.int64))
 
 
-def test_serialize_round_trip():
-    rng = np.random.default_rng(2)
-    _, codes, ids = _random_entries(rng, 2000, 300)
-    index = HashIndex(CARD)
-    index.add(codes, ids)
-    copy = HashIndex.deserialize(index.serialize(), CARD)
-    assert copy.ntotal == index.ntotal
-    assert _found(copy, codes[:100]) == _found(index, codes[:100])
-    with pytest.raises(ValueError):
-        HashIndex.deserialize(index.serialize(), CARD * 4)
-
-
 def test_memory_grows_with_entries():
     index = HashIndex(CARD)
     empty = index.memory_bytes()
