@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
-from .config import MatchConfig
+from .auth import allows
+from .config import ApiConfig, MatchConfig
 from .engine import Engine
-from .errors import EmptyInput, ParameterError, SimsearchError
+from .errors import Busy, EmptyInput, ParameterError, SimsearchError
 from .openapi import openapi_document
 
 EXT = "simsearch"
 
 
-@dataclass(frozen=True)
-class ApiConfig:
-    max_upload_bytes: int = 64 * 1024 * 1024
-    max_top_k: int = 50
+def _role(needed: str | None):
+    """Mark a view as needing a `read` or `write` key (None: open to all).
+    Views without a mark need `read`."""
+    def mark(view):
+        view.simsearch_role = needed
+        return view
+    return mark
 
 
 _QUERY_FIELDS = {"file", "top_k", "min_score", "hits"}
@@ -35,14 +41,55 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = api_config.max_upload_bytes
     app.extensions[EXT] = {"engine": engine, "config": api_config}
 
+    decode_slots = threading.BoundedSemaphore(api_config.max_concurrent_decodes)
+
     def eng() -> Engine:
         e = app.extensions[EXT]["engine"]
         e.maybe_refresh()  # picks up a rebuild or another process's additions
         return e
 
+    @contextmanager
+    def decode_slot():
+        if not decode_slots.acquire(timeout=api_config.decode_wait_s):
+            raise Busy(f"all {api_config.max_concurrent_decodes} decode slots stayed busy for "
+                       f"{api_config.decode_wait_s:g} s; retry later")
+        try:
+            yield
+        finally:
+            decode_slots.release()
+
+    def decoded(e: Engine, data: bytes) -> np.ndarray:
+        with decode_slot():
+            return e.decode(data)
+
+    @app.before_request
+    def _authorize():
+        view = app.view_functions.get(request.endpoint)
+        if view is None or api_config.open_access:
+            return None
+        needed = getattr(view, "simsearch_role", "read")
+        if needed is None or (needed == "read" and not api_config.keys_for_reads):
+            return None
+        if not api_config.keys:
+            return _error(403, "writes_disabled",
+                          "this server has no API keys, so adding and deleting tracks is disabled; start it with "
+                          "--keys-file or SIMSEARCH_API_KEYS (or --no-auth on a trusted network)")
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("missing_key", f"this needs a {needed} key: send 'Authorization: Bearer <key>'")
+        role = api_config.keys.role_of(token.strip())
+        if role is None:
+            return _unauthorized("invalid_key", "the API key is not valid")
+        if not allows(role, needed):
+            return _error(403, "forbidden", f"this needs a {needed} key; yours is a {role} key")
+        return None
+
     @app.errorhandler(SimsearchError)
     def _simsearch_error(exc: SimsearchError):
-        return _error(exc.status, exc.code, str(exc))
+        resp = _error(exc.status, exc.code, str(exc))
+        if isinstance(exc, Busy):
+            resp.headers["Retry-After"] = "1"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -58,6 +105,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         return _error(500, "internal", "internal error; see the server log")
 
     @app.get("/v1/health")
+    @_role(None)
     def health():
         return jsonify({"status": "ok", "version": __version__, "tracks": len(eng().tracks)})
 
@@ -66,6 +114,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         return jsonify(eng().stats())
 
     @app.get("/v1/openapi.json")
+    @_role(None)
     def openapi():
         return jsonify(openapi_document(__version__))
 
@@ -76,9 +125,11 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         e = eng()
         mcfg = _match_config(e.match_config, api_config)
         with_hits = _bool_param("hits", False)
-        return jsonify(e.query(data, mcfg).to_json(with_hits))
+        t0 = time.perf_counter()
+        return jsonify(e.query_samples(decoded(e, data), mcfg, t0).to_json(with_hits))
 
     @app.post("/v1/tracks")
+    @_role("write")
     def add_track():
         _check_fields(_ADD_FIELDS)
         track_id = _param("track_id")
@@ -97,10 +148,12 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         body = {}
         e = eng()
         e.check_new_id(track_id)  # before the optional check query
-        if _bool_param("check", False):
-            res = e.query(data, _match_config(e.match_config, api_config))
-            body["matches"] = res.to_json()["matches"]
-        info = e.add(track_id, data, path="", meta=meta)
+        check = _bool_param("check", False)
+        mcfg = _match_config(e.match_config, api_config)
+        y = decoded(e, data)
+        if check:
+            body["matches"] = e.query_samples(y, mcfg).to_json()["matches"]
+        info = e.add_samples(track_id, y, path="", meta=meta)
         body["track"] = info.to_json()
         return jsonify(body), 201
 
@@ -109,6 +162,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         return jsonify(eng().get(track_id).to_json())
 
     @app.delete("/v1/tracks/<path:track_id>")
+    @_role("write")
     def delete_track(track_id):
         info = eng().remove(track_id)
         return jsonify({"removed": info.track_id})
@@ -119,6 +173,12 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
 def _error(status: int, code: str, message: str):
     resp = jsonify({"error": code, "message": message})
     resp.status_code = status
+    return resp
+
+
+def _unauthorized(code: str, message: str):
+    resp = _error(401, code, message)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="simsearch"'
     return resp
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import resource
+import select
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -20,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable
+from .errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable, DecodeTimeout
 
 Source = Union[str, os.PathLike, bytes]
 
@@ -30,9 +33,22 @@ _SNDFILE_FORMATS = {"WAV", "WAVEX", "FLAC", "OGG", "MP3", "AIFF", "W64", "RF64",
 
 @dataclass(frozen=True)
 class DecodeLimits:
+    """Bounds on one decode, so that no file can stall or exhaust a worker.
+
+    Decoding streams: blocks are mixed to mono and resampled to the engine's
+    rate as they come, so memory grows with the output (4 bytes per sample at
+    8 kHz: 115 MB for an hour) whatever the file's rate and channel count.
+    """
     max_duration_s: float = 3600.0
     min_duration_s: float = 0.5
-    ffmpeg_timeout_s: float = 60.0
+    # Wall-clock bound on one decode (both decoders).
+    timeout_s: float = 60.0
+    # Address-space bound on an ffmpeg process.
+    ffmpeg_memory_mb: int = 2048
+
+
+_BLOCK_FRAMES = 1 << 16
+_MP3_WHOLE_READ_S = 600.0
 
 
 def decode_audio(source: Source, sample_rate: int, limits: DecodeLimits = DecodeLimits(),
@@ -45,44 +61,43 @@ def decode_audio(source: Source, sample_rate: int, limits: DecodeLimits = Decode
     starting a process outweighs it.
 
     Raises BadAudio for anything that is not usable audio, AudioTooLong /
-    AudioTooShort for durations outside `limits`, DecoderUnavailable when the
-    container needs ffmpeg and it is missing.
+    AudioTooShort for durations outside `limits`, DecodeTimeout past
+    `limits.timeout_s`, DecoderUnavailable when the container needs ffmpeg and
+    it is missing.
     """
+    deadline = time.monotonic() + limits.timeout_s
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise BadAudio("empty input: no bytes were sent")
         data = bytes(source)
-        y, sr = _decode_any(lambda: io.BytesIO(data), data, limits)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise BadAudio(f"no such file: {path}")
-        if path.stat().st_size == 0:
-            raise BadAudio(f"empty file: {path}")
-        native = _native_format(path) if prefer_ffmpeg and ffmpeg_path() else None
-        if native is not None:
-            y, sr = _decode_ffmpeg(path, limits, *native)
-        else:
-            y, sr = _decode_any(lambda: open(path, "rb"), path, limits)
-    return _finish(y, sr, sample_rate, limits)
+        return _decode_any(lambda: io.BytesIO(data), data, sample_rate, limits, deadline)
+    path = Path(source)
+    if not path.is_file():
+        raise BadAudio(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise BadAudio(f"empty file: {path}")
+    native = _native_format(path) if prefer_ffmpeg and ffmpeg_path() else None
+    if native is not None:
+        return _decode_ffmpeg(path, sample_rate, limits, deadline, *native)
+    return _decode_any(lambda: open(path, "rb"), path, sample_rate, limits, deadline)
 
 
-def _decode_any(opener, raw, limits: DecodeLimits):
+def _decode_any(opener, raw, sample_rate: int, limits: DecodeLimits, deadline: float) -> np.ndarray:
     try:
         with opener() as fh:
-            return _decode_sndfile(fh, limits)
+            return _decode_sndfile(fh, sample_rate, limits, deadline)
     except sf.LibsndfileError:
         pass
     except RuntimeError as exc:  # libsndfile decode errors mid-stream
         raise BadAudio(f"audio stream is damaged: {exc}") from None
     if not isinstance(raw, bytes):
-        return _decode_ffmpeg(raw, limits, *(_probe_ffmpeg(raw) or (44100, None)))
+        return _decode_ffmpeg(raw, sample_rate, limits, deadline, *(_probe_ffmpeg(raw) or (44100, None)))
     # Containers such as MP4 need a seekable input: give ffmpeg a file.
     with tempfile.NamedTemporaryFile(prefix="simsearch-", suffix=".bin") as tmp:
         tmp.write(raw)
         tmp.flush()
         path = Path(tmp.name)
-        return _decode_ffmpeg(path, limits, *(_probe_ffmpeg(path) or (44100, None)))
+        return _decode_ffmpeg(path, sample_rate, limits, deadline, *(_probe_ffmpeg(path) or (44100, None)))
 
 
 def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
@@ -102,7 +117,41 @@ def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _decode_sndfile(fh: BinaryIO, limits: DecodeLimits):
+class _Collector:
+    """Takes mono blocks at the source rate; checks them; resamples as they come."""
+
+    def __init__(self, sr: int, sample_rate: int, limits: DecodeLimits, deadline: float):
+        if not 0 < sr <= 384000:
+            raise BadAudio(f"unusable sample rate: {sr} Hz")
+        self.sr, self.limits, self.deadline = sr, limits, deadline
+        self.max_frames = int(limits.max_duration_s * sr)
+        self.frames = 0
+        self.out: list[np.ndarray] = []
+        self._stream = (soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="MQ")
+                        if sr != sample_rate else None)
+
+    def add(self, y: np.ndarray, last: bool = False) -> None:
+        self.frames += len(y)
+        if self.frames > self.max_frames:
+            raise AudioTooLong(f"audio lasts over the limit of {self.limits.max_duration_s:.0f} s")
+        if time.monotonic() > self.deadline:
+            raise DecodeTimeout(f"decoding took longer than {self.limits.timeout_s:.0f} s")
+        if not np.all(np.isfinite(y)):
+            raise BadAudio("audio contains NaN or infinite samples")
+        if self._stream is not None:
+            y = self._stream.resample_chunk(y, last=last)
+        if len(y):
+            self.out.append(np.array(y, dtype=np.float32))
+
+    def finish(self) -> np.ndarray:
+        self.add(np.zeros(0, np.float32), last=True)
+        duration = self.frames / self.sr
+        if duration < self.limits.min_duration_s:
+            raise AudioTooShort(f"audio lasts {duration:.3f} s, under the minimum of {self.limits.min_duration_s} s")
+        return np.concatenate(self.out) if self.out else np.zeros(0, np.float32)
+
+
+def _decode_sndfile(fh: BinaryIO, sample_rate: int, limits: DecodeLimits, deadline: float) -> np.ndarray:
     with sf.SoundFile(fh) as f:
         if f.format not in _SNDFILE_FORMATS:
             raise sf.LibsndfileError(0, "format left to ffmpeg")
@@ -111,20 +160,20 @@ def _decode_sndfile(fh: BinaryIO, limits: DecodeLimits):
             raise BadAudio("audio header gives no sample rate or no channels")
         if f.frames > 0 and f.frames / sr > limits.max_duration_s:
             raise AudioTooLong(f"audio lasts {f.frames / sr:.0f} s, over the limit of {limits.max_duration_s:.0f} s")
-        if 0 < f.frames <= int(limits.max_duration_s * sr):
-            y = f.read(dtype="float32", always_2d=True)
-            return _mix(y), sr
-        # Length unknown: read in blocks so that a header lying about its
-        # length cannot make us allocate more than the duration limit allows.
-        max_frames = int(limits.max_duration_s * sr) + 1
-        blocks, total = [], 0
-        for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
-            blocks.append(_mix(block))
-            total += len(block)
-            if total > max_frames:
-                raise AudioTooLong(f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
-    y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return y, sr
+        out = _Collector(sr, sample_rate, limits, deadline)
+        if f.format == "MP3":
+            # libsndfile 1.2.2 returns garbage after the first of several
+            # reads of an MP3 stream: read it whole (its length is known and
+            # within the limit), or let ffmpeg stream a long one.
+            if f.frames <= 0 or (f.frames > _MP3_WHOLE_READ_S * sr and ffmpeg_path()):
+                raise sf.LibsndfileError(0, "long MP3 left to ffmpeg")
+            out.add(_mix(f.read(dtype="float32", always_2d=True)))
+            return out.finish()
+        # Blocks, whatever the header claims: a header lying about its length
+        # cannot make us allocate more than the duration limit allows.
+        for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            out.add(_mix(block))
+    return out.finish()
 
 
 def _mix(y: np.ndarray) -> np.ndarray:
@@ -154,9 +203,12 @@ def _native_format(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: int | None = None):
+def _decode_ffmpeg(raw: Path, sample_rate: int, limits: DecodeLimits, deadline: float,
+                   sr: int = 44100, channels: int | None = None) -> np.ndarray:
     """Decode with ffmpeg at rate `sr`, mixed down to mono; with `channels`
-    known, as the plain mean of the channels, exactly as on libsndfile's path."""
+    known, as the plain mean of the channels, exactly as on libsndfile's path.
+    The process runs under an address-space limit and is killed past the
+    decode deadline or the duration limit."""
     exe = ffmpeg_path()
     if exe is None:
         raise DecoderUnavailable(
@@ -170,27 +222,56 @@ def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: i
         mix = ["-af", "pan=mono|c0=" + "+".join(f"{1.0 / channels:.6f}*c{i}" for i in range(channels))]
     else:
         mix = ["-ac", "1"]
-    cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-map", "0:a:0", "-vn", *mix,
+    cmd = [exe, "-nostdin", "-v", "error", "-threads", "1", "-i", src, "-map", "0:a:0", "-vn", *mix,
            "-ar", str(sr), "-f", "f32le", "-t", str(limits.max_duration_s + 1), "pipe:1"]
+    out = _Collector(sr, sample_rate, limits, deadline)
+    with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                           stderr=err) as proc:
+        try:
+            _limit_process(proc.pid, limits)
+            _pump(proc, out, deadline, limits)
+            returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise DecodeTimeout(f"decoding took longer than {limits.timeout_s:.0f} s") from None
+        except BaseException:
+            proc.kill()
+            raise
+        if returncode != 0 or out.frames == 0:
+            err.seek(0)
+            msg = err.read(1 << 16).decode("utf-8", "replace").strip().splitlines()
+            raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
+    return out.finish()
+
+
+def _pump(proc: subprocess.Popen, out: _Collector, deadline: float, limits: DecodeLimits) -> None:
+    """Feed ffmpeg's output to `out` block by block, never waiting past `deadline`."""
+    fd = proc.stdout.fileno()
+    pending = b""
+    block_bytes = 4 * _BLOCK_FRAMES
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise DecodeTimeout(f"decoding took longer than {limits.timeout_s:.0f} s")
+        chunk = os.read(fd, block_bytes)
+        if not chunk:
+            break
+        pending += chunk
+        usable = len(pending) - len(pending) % 4
+        if usable >= block_bytes:
+            out.add(np.frombuffer(pending[:usable], dtype="<f4").astype(np.float32))
+            pending = pending[usable:]
+    usable = len(pending) - len(pending) % 4
+    if usable:
+        out.add(np.frombuffer(pending[:usable], dtype="<f4").astype(np.float32))
+
+
+def _limit_process(pid: int, limits: DecodeLimits) -> None:
+    """Bound the decoder's address space and CPU time (Linux; best effort elsewhere)."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=limits.ffmpeg_timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BadAudio(f"decoding took longer than {limits.ffmpeg_timeout_s:.0f} s") from None
-    if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
-    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    if len(y) > limits.max_duration_s * sr:
-        raise AudioTooLong(f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
-    return y, sr
-
-
-def _finish(y: np.ndarray, sr: int, sample_rate: int, limits: DecodeLimits) -> np.ndarray:
-    if not np.all(np.isfinite(y)):
-        raise BadAudio("audio contains NaN or infinite samples")
-    duration = len(y) / sr
-    if duration < limits.min_duration_s:
-        raise AudioTooShort(f"audio lasts {duration:.3f} s, under the minimum of {limits.min_duration_s} s")
-    if sr != sample_rate:
-        y = soxr.resample(y, sr, sample_rate, quality="MQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
+        mem = limits.ffmpeg_memory_mb * 1024 * 1024
+        resource.prlimit(pid, resource.RLIMIT_AS, (mem, mem))
+        cpu = int(limits.timeout_s) + 1
+        resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+    except (AttributeError, OSError, ValueError):  # no prlimit, or the process already ended
+        pass

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MatchConfig
-from .errors import IndexNotFound, SimsearchError
+from .audio import DecodeLimits
+from .auth import ENV_VAR, load_keys
+from .config import ApiConfig, MatchConfig
+from .errors import IndexNotFound, ParameterError, SimsearchError
 
 DEFAULT_INDEX = "indexes/default"
 
@@ -53,7 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--threads", type=int, default=max(4, os.cpu_count() or 1))
-    s.add_argument("--max-upload-mb", type=float, default=64.0)
+    s.add_argument("--max-upload-mb", type=float, default=64.0, help="largest upload accepted (default: 64)")
+    s.add_argument("--max-duration-s", type=float, default=DecodeLimits.max_duration_s,
+                   help=f"longest audio accepted (default: {DecodeLimits.max_duration_s:g})")
+    s.add_argument("--decode-timeout-s", type=float, default=DecodeLimits.timeout_s,
+                   help=f"wall-clock bound on one decode (default: {DecodeLimits.timeout_s:g})")
+    s.add_argument("--max-decodes", type=int, default=ApiConfig.max_concurrent_decodes,
+                   help="uploads decoded at once; others wait up to --decode-wait-s, then get 503 "
+                        "(default: the number of cores)")
+    s.add_argument("--decode-wait-s", type=float, default=ApiConfig.decode_wait_s)
+    s.add_argument("--keys-file", help="API keys, one 'ROLE TOKEN' per line (ROLE: read or write); "
+                                       f"also read from ${ENV_VAR} as ROLE:TOKEN,ROLE:TOKEN")
+    s.add_argument("--keys-for-reads", action="store_true", help="queries and reads need a key too")
+    s.add_argument("--no-auth", action="store_true",
+                   help="no key needed for anything, writes included (a trusted network only)")
 
     i = sub.add_parser("info", help="tracks, hours, vectors, bytes on disk and in memory, configuration")
     _index_arg(i)
@@ -172,15 +187,32 @@ def _cmd_query(args) -> int:
 def _cmd_serve(args) -> int:
     import waitress
 
-    from .api import ApiConfig, create_app
+    from .api import create_app
     from .engine import Engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    eng = Engine(args.index_dir)
+    log = logging.getLogger("simsearch")
+    keys = load_keys(args.keys_file)
+    if args.keys_for_reads and not keys and not args.no_auth:
+        raise ParameterError("--keys-for-reads needs API keys (--keys-file or $SIMSEARCH_API_KEYS)")
+    if min(args.max_upload_mb, args.max_duration_s, args.decode_timeout_s, args.decode_wait_s) <= 0 \
+            or args.max_decodes < 1:
+        raise ParameterError("limits must be positive")
+    limits = DecodeLimits(max_duration_s=args.max_duration_s, timeout_s=args.decode_timeout_s)
+    eng = Engine(args.index_dir, limits=limits)
     _warm_up(eng)
-    app = create_app(eng, ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)))
-    logging.getLogger("simsearch").info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
-                                        args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
+    api_config = ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                           max_concurrent_decodes=args.max_decodes, decode_wait_s=args.decode_wait_s,
+                           keys=keys, keys_for_reads=args.keys_for_reads, open_access=args.no_auth)
+    app = create_app(eng, api_config)
+    log.info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
+             args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
+    if args.no_auth:
+        log.warning("--no-auth: anyone who reaches this port may add and delete tracks")
+    elif not keys:
+        log.warning("no API keys: adding and deleting tracks is disabled (see --keys-file)")
+    else:
+        log.info("API keys: %s; reads need a key: %s", keys.roles(), args.keys_for_reads)
     waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simsearch",
                    # The app answers oversized uploads with a JSON 413; waitress's own
                    # (plain-text) limit only bounds what it buffers to disk.

@@ -2,7 +2,8 @@
 
 `FeatureConfig` decides what is stored: it is written into every index and an
 index made with another one is refused.  `MatchConfig` only changes how a query
-is searched and decided, so it may differ from query to query.
+is searched and decided, so it may differ from query to query.  `ApiConfig`
+holds the HTTP API's limits and keys.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+
+from .auth import KeyRing
 
 FORMAT_VERSION = 2
 
@@ -152,3 +156,20 @@ class MatchConfig:
         return self.replace(min_speed=max(self.min_speed, 1.0 / (1.0 + self.unit_speed_tol)),
                             max_speed=min(self.max_speed, 1.0 + self.unit_speed_tol),
                             max_pitch=min(self.max_pitch, self.unit_pitch_tol))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Limits and access control of the HTTP API (decode limits live in the Engine)."""
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_top_k: int = 50
+    # Uploads decoded at once (each bounded by the Engine's DecodeLimits); a
+    # request waits at most `decode_wait_s` for a slot, then gets 503 busy.
+    max_concurrent_decodes: int = max(1, os.cpu_count() or 1)
+    decode_wait_s: float = 10.0
+    # API keys.  Writes (adding, deleting tracks) always need a write key,
+    # unless `open_access` (a trusted network, tests); queries and reads need
+    # a key only with `keys_for_reads`.
+    keys: KeyRing = field(default_factory=KeyRing)
+    keys_for_reads: bool = False
+    open_access: bool = False

@@ -258,8 +258,7 @@ class Engine:
     # -- queries ------------------------------------------------------------
     def query(self, source: Source, match_config: MatchConfig | None = None) -> QueryResult:
         t0 = time.perf_counter()
-        y = decode_audio(source, self.config.sample_rate, self.limits)
-        return self.query_samples(y, match_config, t0)
+        return self.query_samples(self.decode(source), match_config, t0)
 
     def query_samples(self, y: np.ndarray, match_config: MatchConfig | None = None,
                       t0: float | None = None) -> QueryResult:
@@ -325,10 +324,20 @@ class Engine:
             raise TrackExists(f"track id {track_id!r} is already in the index")
         return track_id
 
+    def decode(self, source: Source) -> np.ndarray:
+        """`source` as mono float32 at the index's rate, within this engine's decode limits."""
+        return decode_audio(source, self.config.sample_rate, self.limits)
+
     def add(self, track_id: str, source: Source, path: str = "", meta: dict | None = None) -> TrackInfo:
         """Fingerprint and add one track; durable on disk when this returns."""
         self.check_new_id(track_id)
-        duration, codes, tr = fingerprint_source(source, self.config, self.limits)
+        return self.add_samples(track_id, self.decode(source), path, meta)
+
+    def add_samples(self, track_id: str, y: np.ndarray, path: str = "", meta: dict | None = None) -> TrackInfo:
+        """add() for decoded audio (mono float32 at the index's rate)."""
+        self.check_new_id(track_id)
+        codes, tr = features.reference_fingerprint(y, self.config)
+        duration = len(y) / self.config.sample_rate
         return self.add_fingerprints([(track_id, duration, path, meta or {}, codes, tr)])[0]
 
     def add_fingerprints(self, items) -> list[TrackInfo]:

@@ -72,3 +72,17 @@ class IndexCorrupt(SimsearchError):
 class BuildInProgress(SimsearchError):
     status = 409
     code = "build_in_progress"
+
+
+class DecodeTimeout(SimsearchError):
+    """Decoding ran past its time bound (DecodeLimits.timeout_s)."""
+
+    status = 422
+    code = "decode_timeout"
+
+
+class Busy(SimsearchError):
+    """Every decode slot is taken; the client should retry later."""
+
+    status = 503
+    code = "busy"

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-import requests
 
 from audio_tools import (CATALOG, audio_bytes, catalog_sources, clip_path, excerpt, load_clip, png_bytes,
                          resample, tone_sequence)
+from server_tools import READ_KEY, assert_error, running_server
 from simsearch.build import build
 from simsearch.engine import Engine
 
@@ -26,59 +21,6 @@ pytestmark = pytest.mark.slow
 
 MAX_UPLOAD_MB = 1  # uploads here are FLAC/Ogg excerpts of a few hundred kB
 UPLOAD_SR = 22050
-
-
-@dataclass
-class Server:
-    url: str
-    index_dir: Path
-    log: Path
-
-    def get(self, path, **kw):
-        return requests.get(self.url + path, timeout=60, **kw)
-
-    def post(self, path, **kw):
-        return requests.post(self.url + path, timeout=60, **kw)
-
-    def delete(self, path, **kw):
-        return requests.delete(self.url + path, timeout=60, **kw)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_server(index_dir, log, *args):
-    """`simsearch serve INDEX_DIR` on a free port, healthy, killed on exit."""
-    port = _free_port()
-    with open(log, "wb") as log_fh:
-        proc = subprocess.Popen([sys.executable, "-m", "simsearch", "serve", str(index_dir), "--host", "127.0.0.1",
-                                 "--port", str(port), *map(str, args)], stdout=log_fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(url + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not healthy after 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield Server(url, Path(index_dir), log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +58,6 @@ def _track_url(track_id):
 def _ids(resp):
     assert resp.status_code == 200, resp.text[:500]
     return [m["track_id"] for m in resp.json()["matches"]]
-
-
-def assert_error(server, resp, status, code=None):
-    """A JSON error with the exact status, and a server still in good health."""
-    assert resp.status_code == status, f"{resp.status_code}: {resp.text[:300]}"
-    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.text[:300]
-    body = resp.json()
-    assert isinstance(body.get("error"), str) and body["error"]
-    assert isinstance(body.get("message"), str) and body["message"]
-    if code is not None:
-        assert body["error"] == code, body
-    assert server.get("/v1/health").status_code == 200
 
 
 # -- what works ----------------------------------------------------------------
@@ -306,6 +236,57 @@ def test_server_picks_up_a_rebuild_and_other_writers(tmp_path):
         assert _eventually(lambda: _ids(srv.post("/v1/query", data=_excerpt("flare_boss_theme"))),
                            ["shell/boss"]) == ["shell/boss"]
         assert _ids(srv.post("/v1/query", data=query)) == []
+
+
+# -- access control: bearer keys ------------------------------------------------
+
+def _add_form(track_id):
+    return dict(files={"file": ("a.flac", _excerpt("flare_boss_theme"))}, data={"track_id": track_id})
+
+
+def test_writes_need_a_write_key(server):
+    anon = dataclasses.replace(server, key=None)
+    resp = anon.post("/v1/tracks", **_add_form("auth/anon"))
+    assert_error(server, resp, 401, "missing_key")
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(server, anon.post("/v1/tracks", headers={"Authorization": "Basic dXNlcjpwdw=="},
+                                   **_add_form("auth/basic")), 401, "missing_key")
+    wrong = dataclasses.replace(server, key="not-a-key-of-this-server-at-all")
+    assert_error(server, wrong.post("/v1/tracks", **_add_form("auth/wrong")), 401, "invalid_key")
+    reader = dataclasses.replace(server, key=READ_KEY)
+    assert_error(server, reader.post("/v1/tracks", **_add_form("auth/reader")), 403, "forbidden")
+    assert_error(server, reader.delete(_track_url(CATALOG[0])), 403, "forbidden")
+    assert_error(server, anon.delete(_track_url(CATALOG[0])), 401, "missing_key")
+    # Nothing was added or removed, and reads need no key on this server.
+    assert anon.get(_track_url(CATALOG[0])).status_code == 200
+    for tid in ("auth/anon", "auth/basic", "auth/wrong", "auth/reader"):
+        assert_error(server, anon.get(_track_url(tid)), 404, "unknown_track")
+    assert _ids(anon.post("/v1/query", data=_excerpt(CATALOG[0]))) == [CATALOG[0]]
+
+
+def test_keys_for_reads(catalog_dir, tmp_path):
+    shutil.copytree(catalog_dir, tmp_path / "index")
+    with running_server(tmp_path / "index", tmp_path / "server.log", "--keys-for-reads") as srv:
+        anon = dataclasses.replace(srv, key=None)
+        assert anon.get("/v1/health").status_code == 200  # health and the API document stay open
+        assert anon.get("/v1/openapi.json").status_code == 200
+        assert_error(srv, anon.post("/v1/query", data=_excerpt(CATALOG[1])), 401, "missing_key")
+        assert_error(srv, anon.get("/v1/stats"), 401, "missing_key")
+        assert_error(srv, anon.get(_track_url(CATALOG[1])), 401, "missing_key")
+        reader = dataclasses.replace(srv, key=READ_KEY)
+        assert _ids(reader.post("/v1/query", data=_excerpt(CATALOG[1]))) == [CATALOG[1]]
+        assert _ids(srv.post("/v1/query", data=_excerpt(CATALOG[1]))) == [CATALOG[1]]  # write keys read too
+
+
+def test_without_keys_writes_are_disabled_unless_no_auth(catalog_dir, tmp_path):
+    shutil.copytree(catalog_dir, tmp_path / "index")
+    with running_server(tmp_path / "index", tmp_path / "a.log", keys_env="") as srv:
+        assert_error(srv, srv.post("/v1/tracks", **_add_form("nokeys/boss")), 403, "writes_disabled")
+        assert _ids(srv.post("/v1/query", data=_excerpt(CATALOG[2]))) == [CATALOG[2]]
+    with running_server(tmp_path / "index", tmp_path / "b.log", "--no-auth", keys_env="") as srv:
+        anon = dataclasses.replace(srv, key=None)
+        assert anon.post("/v1/tracks", **_add_form("open/boss")).status_code == 201
+        assert anon.delete(_track_url("open/boss")).status_code == 200
 
 
 # -- bad input: an exact 4xx, a JSON error, and the server carries on ---------------

@@ -8,7 +8,7 @@ import pytest
 import simsearch.audio
 from audio_tools import audio_bytes, png_bytes, tone, write_audio
 from simsearch.audio import DecodeLimits, decode_audio
-from simsearch.errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable
+from simsearch.errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable, DecodeTimeout
 
 SR = 8000
 
@@ -127,3 +127,29 @@ def test_prefer_ffmpeg_decodes_mono_like_libsndfile(tmp_path):
     b = decode_audio(path, SR, prefer_ffmpeg=True)
     assert len(a) == pytest.approx(len(b), abs=SR // 100)
     _assert_same_signal(b, SR)
+
+
+def test_decoding_is_bounded_in_time(tmp_path):
+    """Past DecodeLimits.timeout_s a decode stops with DecodeTimeout, in both decoders."""
+    limits = DecodeLimits(timeout_s=0.0)
+    y = _probe_signal(44100, 3.0)
+    with pytest.raises(DecodeTimeout):
+        decode_audio(audio_bytes(y, 44100, "flac"), SR, limits)
+    with pytest.raises(DecodeTimeout):
+        decode_audio(write_audio(tmp_path / "probe.m4a", y, 44100, "m4a"), SR, limits)
+
+
+@pytest.mark.parametrize("sr, channels", [(192000, 8), (8000, 3), (11025, 1)])
+def test_any_rate_and_channel_count_streams_to_the_engine_rate(sr, channels):
+    """Blocks are mixed and resampled as they come, so the output equals a one-shot resampling."""
+    y = decode_audio(audio_bytes(_probe_signal(sr, 3.0), sr, "wav", channels), SR)
+    gain = float(np.mean(np.linspace(1.0, 0.6, channels))) if channels > 1 else 1.0
+    _assert_same_signal(y / gain, SR, seconds=3.0)
+
+
+def test_mp3_decodes_whole_despite_libsndfile_block_reads(tmp_path):
+    """libsndfile 1.2.2 returns garbage after the first of several reads of an MP3
+    stream; a 20 s MP3 (several blocks long) must decode to the same signal as ffmpeg's."""
+    path = write_audio(tmp_path / "long.mp3", _probe_signal(44100, 20.0), 44100, "mp3", 2)
+    a = decode_audio(path, SR)
+    _assert_same_signal(a / float(np.mean(np.linspace(1.0, 0.6, 2))), SR, seconds=20.0)
