@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 from tqdm import tqdm
 
 from . import store
 from .audio import DecodeLimits
-from .config import FORMAT_VERSION, FeatureConfig
+from .config import FeatureConfig
 from .engine import fingerprint_source, make_batch, validate_track_id
 from .errors import ParameterError, SimsearchError
 
@@ -38,17 +39,12 @@ class BuildReport:
                 "failures": [{"track_id": t, "path": p, "error": e} for t, p, e in self.failures]}
 
 
-def write_generation_config(gen_dir: Path, cfg: FeatureConfig) -> None:
-    body = {"format_version": FORMAT_VERSION, "feature_config": json.loads(cfg.to_json())}
-    store.atomic_write_bytes(gen_dir / "config.json", json.dumps(body, indent=2).encode())
-
-
 def create_empty(index_dir: Path, cfg: FeatureConfig = FeatureConfig()) -> Path:
     """A new, empty index (used by `serve`/`add` on a directory with none)."""
     with store.write_lock(index_dir):
         gen = index_dir / store.new_generation_name()
         gen.mkdir(parents=True)
-        write_generation_config(gen, cfg.validate())
+        store.write_generation_config(gen, cfg.validate())
         store.switch_generation(index_dir, gen)
     return gen
 
@@ -113,7 +109,7 @@ def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, pr
             shutil.rmtree(work)
     if not work.is_dir():
         work.mkdir()
-        write_generation_config(work, cfg)
+        store.write_generation_config(work, cfg)
     for leftover in work.glob(".segment-*"):
         leftover.unlink()
     todo = [(t, p) for t, p in sources if t not in done]
@@ -176,3 +172,80 @@ def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, pr
 
 def _generations(index_dir: Path) -> list[Path]:
     return sorted(p for p in index_dir.iterdir() if p.is_dir() and p.name.startswith("gen-"))
+
+
+@dataclass
+class ScanReport:
+    """The segments of the live generation: healthy, or damaged with the reason."""
+    generation: str
+    healthy: list[str] = field(default_factory=list)
+    damaged: list[dict] = field(default_factory=list)
+    removed_damaged: bool = False
+    stale_temp_files: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.removed_damaged
+
+    def to_json(self) -> dict:
+        return {"generation": self.generation, "ok": self.ok, "healthy_segments": len(self.healthy),
+                "damaged_segments": self.damaged, "removed_list_damaged": self.removed_damaged,
+                "stale_temp_files": self.stale_temp_files}
+
+
+def scan(index_dir: str | Path) -> ScanReport:
+    """Verify every file of the live generation (checksums, HDF5, configuration)."""
+    index_dir = Path(index_dir)
+    gen = store.current_generation(index_dir)
+    cfg = store.read_generation_config(gen)
+    report = ScanReport(gen.name)
+    for seg in store.list_segments(gen):
+        try:
+            store.read_segment(seg, cfg, verify=True)
+            report.healthy.append(seg.name)
+        except SimsearchError as exc:
+            report.damaged.append({"segment": seg.name, "error": str(exc), "track_ids": _salvage_ids(seg)})
+    try:
+        store.read_removed(gen)
+    except SimsearchError:
+        report.removed_damaged = True
+    report.stale_temp_files = sorted(p.name for p in gen.glob(".segment-*.tmp*"))
+    return report
+
+
+def repair(index_dir: str | Path) -> ScanReport:
+    """Switch to a new generation holding the healthy segments of the live one.
+
+    Segments are immutable, so they are hard-linked, not copied.  The tracks of
+    damaged segments are lost from the index (their ids are listed when the
+    damaged file still shows them): re-add them from their sources.  A damaged
+    list of removed tracks is replaced by an empty one, so removed tracks come
+    back and must be removed again.  The old generation stays on disk.
+    """
+    index_dir = Path(index_dir)
+    with store.build_lock(index_dir), store.write_lock(index_dir):
+        report = scan(index_dir)
+        old = index_dir / report.generation
+        gen = index_dir / store.new_generation_name()
+        gen.mkdir()
+        store.write_generation_config(gen, store.read_generation_config(old))
+        for name in report.healthy:
+            try:
+                os.link(old / name, gen / name)
+            except OSError:
+                shutil.copy2(old / name, gen / name)
+        removed = set() if report.removed_damaged else store.read_removed(old)
+        if removed:
+            store.write_removed(gen, removed)
+        store.fsync_dir(gen)
+        store.switch_generation(index_dir, gen)
+    return report
+
+
+def _salvage_ids(seg: Path) -> list[str] | None:
+    """The track ids a damaged segment still shows, or None when it shows none."""
+    try:
+        with h5py.File(seg, "r") as h:
+            return [s.decode() if isinstance(s, bytes) else str(s) for s in h["tracks/track_id"][()]]
+    except Exception:  # noqa: BLE001 - best effort on a file already known to be damaged
+        return None

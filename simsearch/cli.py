@@ -1,4 +1,4 @@
-"""Command line: build, add, remove, query, serve, info."""
+"""Command line: build, add, remove, query, serve, info, check, repair."""
 
 from __future__ import annotations
 
@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="tracks, hours, vectors, bytes on disk and in memory, configuration")
     _index_arg(i)
+
+    c = sub.add_parser("check", help="verify every index file (checksums, HDF5, configuration); exit 1 if damaged")
+    _index_arg(c)
+
+    rp = sub.add_parser("repair", help="switch to a new generation without the damaged segments, "
+                                       "listing the tracks to re-add")
+    _index_arg(rp)
     return ap
 
 
@@ -233,5 +240,34 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from .build import scan
+
+    report = scan(args.index_dir)
+    print(json.dumps(report.to_json(), indent=2))
+    if not report.ok:
+        print(f"simsearch check: {args.index_dir} is damaged; recover with `simsearch repair {args.index_dir}`",
+              file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_repair(args) -> int:
+    from .build import repair
+
+    report = repair(args.index_dir)
+    body = report.to_json()
+    lost = [t for d in report.damaged for t in (d["track_ids"] or [])]
+    body["lost_track_ids"] = lost
+    body["unknown_losses"] = sum(1 for d in report.damaged if d["track_ids"] is None)
+    print(json.dumps(body, indent=2))
+    if report.damaged:
+        print(f"simsearch repair: dropped {len(report.damaged)} damaged segment(s); re-add their tracks "
+              f"({len(lost)} known ids listed above) with `simsearch add`", file=sys.stderr)
+    if report.removed_damaged:
+        print("simsearch repair: the list of removed tracks was damaged: removed tracks are back; "
+              "remove them again", file=sys.stderr)
+    return 0
+
+
 _COMMANDS = {"build": _cmd_build, "add": _cmd_add, "remove": _cmd_remove, "query": _cmd_query,
-             "serve": _cmd_serve, "info": _cmd_info}
+             "serve": _cmd_serve, "info": _cmd_info, "check": _cmd_check, "repair": _cmd_repair}

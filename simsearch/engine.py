@@ -21,7 +21,7 @@ import numpy as np
 from . import features, matching, store
 from .audio import DecodeLimits, Source, decode_audio
 from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
-from .errors import ConfigMismatch, IndexNotFound, ParameterError, TrackExists, UnknownTrack
+from .errors import ParameterError, TrackExists, UnknownTrack
 from .index import MAX_TRACKS, HashIndex, pack_ids
 
 MAX_TRACK_ID_BYTES = 256
@@ -177,14 +177,7 @@ class Engine:
     def _load(self) -> None:
         gen = store.current_generation(self.index_dir)
         segments = store.list_segments(gen)
-        cfg_file = gen / "config.json"
-        if not cfg_file.exists():
-            raise IndexNotFound(f"{gen}: no config.json; rebuild the index")
-        meta = json.loads(cfg_file.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ConfigMismatch(f"{gen}: format version {meta.get('format_version')}, "
-                                 f"this simsearch reads {FORMAT_VERSION}; rebuild the index")
-        cfg = FeatureConfig.from_json(json.dumps(meta["feature_config"])).validate()
+        cfg = store.read_generation_config(gen)
         removed = store.read_removed(gen)
         tracks: dict[str, TrackInfo] = {}
         by_number: dict[int, str] = {}
@@ -356,6 +349,7 @@ class Engine:
             numbered = [(tid, self._next_number + k, d, p, m, c, t)
                         for k, (tid, d, p, m, c, t) in enumerate(items)]
             batch = make_batch(numbered)
+            store.remove_stale_temp_files(self.gen_dir)  # a writer killed mid-write (we hold the lock)
             seg = store.write_segment(self.gen_dir, store.next_segment_seq(self.gen_dir), batch, self.config)
             infos = [TrackInfo(tid, n, d, p, m, len(c)) for tid, n, d, p, m, c, _ in numbered]
             new_ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -130,6 +130,12 @@ def write_segment(gen_dir: Path, seq: int, batch: TrackBatch, cfg: FeatureConfig
     return final
 
 
+def remove_stale_temp_files(gen_dir: Path) -> None:
+    """Temporary segment files of writers that died mid-write.  Call under the write lock."""
+    for p in gen_dir.glob(".segment-*.tmp*"):
+        p.unlink(missing_ok=True)
+
+
 def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> TrackBatch:
     """Read a segment, checking its checksum and its configuration against `cfg`."""
     m = _SEGMENT_RE.match(path.name)
@@ -138,7 +144,8 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
     if verify and sha256_file(path)[:16] != m.group(2):
         raise IndexCorrupt(
             f"{path}: checksum mismatch, the file is damaged. Recover with "
-            f"`simsearch build {path.parent.parent} <your sources>` or restore it from a backup")
+            f"`simsearch repair {path.parent.parent}` (drops the damaged segment's tracks, then re-add them), "
+            f"`simsearch build {path.parent.parent} SOURCE...`, or a backup")
     try:
         with h5py.File(path, "r") as h:
             version = int(h.attrs.get("format_version", -1))
@@ -156,7 +163,9 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
                 [s.decode() if isinstance(s, bytes) else s for s in g["meta"][()]],
                 g["count"][()], f["codes"][()], f["t1"][()], f["f1"][()], f["span"][()])
     except (OSError, KeyError) as exc:
-        raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}); rebuild with `simsearch build`") from None
+        raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}). Recover with `simsearch repair "
+                           f"{path.parent.parent}` (drops the damaged segment's tracks, then re-add them), "
+                           f"`simsearch build {path.parent.parent} SOURCE...`, or a backup") from None
     return batch
 
 
@@ -181,6 +190,28 @@ def read_removed(gen_dir: Path) -> set[int]:
 
 def write_removed(gen_dir: Path, numbers: set[int]) -> None:
     atomic_write_bytes(gen_dir / "removed.json", json.dumps(sorted(numbers)).encode())
+
+
+def write_generation_config(gen_dir: Path, cfg: FeatureConfig) -> None:
+    body = {"format_version": FORMAT_VERSION, "feature_config": json.loads(cfg.to_json())}
+    atomic_write_bytes(gen_dir / "config.json", json.dumps(body, indent=2).encode())
+
+
+def read_generation_config(gen_dir: Path) -> FeatureConfig:
+    """The feature configuration of a generation; refused when made by another format version."""
+    cfg_file = gen_dir / "config.json"
+    if not cfg_file.exists():
+        raise IndexNotFound(f"{gen_dir}: no config.json; rebuild the index with `simsearch build`")
+    try:
+        meta = json.loads(cfg_file.read_text())
+        version, fields = meta.get("format_version"), meta["feature_config"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IndexCorrupt(f"{cfg_file} is unreadable ({exc}); rebuild the index with "
+                           f"`simsearch build {gen_dir.parent} SOURCE...`") from None
+    if version != FORMAT_VERSION:
+        raise ConfigMismatch(f"{gen_dir}: format version {version}, "
+                             f"this simsearch reads {FORMAT_VERSION}; rebuild the index")
+    return FeatureConfig.from_json(json.dumps(fields)).validate()
 
 
 def current_generation(index_dir: Path) -> Path:

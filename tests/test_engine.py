@@ -517,3 +517,30 @@ def test_a_second_concurrent_build_of_one_index_is_refused(tmp_path):
             build(index_dir, catalog_sources()[:1], jobs=1, progress=False)
     report = build(index_dir, catalog_sources()[:1], jobs=1, progress=False)
     assert report.tracks == 1
+
+
+def test_check_and_repair_a_damaged_index(index_copy, capsys):
+    """`simsearch check` names the damage; `simsearch repair` switches to a generation
+    without it, lists the tracks lost with it, and keeps every other track."""
+    from simsearch.cli import main
+
+    eng = Engine(index_copy)
+    before = set(eng.tracks)
+    added = eng.add("later/addition", clip_path(OUTSIDE[0]))  # a segment of its own
+    seg = store.list_segments(_gen(index_copy))[-1]
+    assert main(["check", str(index_copy)]) == 0
+    data = bytearray(seg.read_bytes())
+    data[-200:-100] = b"\xff" * 100  # the end of the file: the triplets, not the track table
+    seg.write_bytes(bytes(data))
+    capsys.readouterr()
+    with pytest.raises(IndexCorrupt, match=f"simsearch repair {index_copy}"):
+        Engine(index_copy)
+    assert main(["check", str(index_copy)]) == 1
+    assert "simsearch repair" in capsys.readouterr().err
+    assert main(["repair", str(index_copy)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["lost_track_ids"] == [added.track_id] and out["unknown_losses"] == 0
+    assert main(["check", str(index_copy)]) == 0
+    repaired = Engine(index_copy)
+    assert set(repaired.tracks) == before
+    assert repaired.query(clip_path(CATALOG[0])).matches[0].track_id == CATALOG[0]
