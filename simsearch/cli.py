@@ -192,9 +192,8 @@ def _cmd_query(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    import waitress
-
     from .api import create_app
+    from .server import serve
     from .engine import Engine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -220,10 +219,10 @@ def _cmd_serve(args) -> int:
         log.warning("no API keys: adding and deleting tracks is disabled (see --keys-file)")
     else:
         log.info("API keys: %s; reads need a key: %s", keys.roles(), args.keys_for_reads)
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, ident="simsearch",
-                   # The app answers oversized uploads with a JSON 413; waitress's own
-                   # (plain-text) limit only bounds what it buffers to disk.
-                   max_request_body_size=int(args.max_upload_mb * 1024 * 1024) * 16 + (1 << 20))
+    # The app answers an upload just over its limit with its own 413; the
+    # server refuses a body declared larger than that (multipart framing
+    # included) before reading it.
+    serve(app, args.host, args.port, args.threads, max_body_bytes=api_config.max_upload_bytes + (1 << 20))
     return 0
 
 

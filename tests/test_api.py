@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -412,3 +414,38 @@ def test_bad_boolean(server):
 def test_unknown_route_and_method(server):
     assert_error(server, server.get("/v1/nothing"), 404)
     assert_error(server, server.get("/v1/query"), 405)
+
+
+def _raw_request(server, raw: bytes) -> tuple[int, dict]:
+    """Send raw bytes; the status and JSON body of the answer (before any body is sent)."""
+    host, port = server.url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(raw)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body)
+
+
+def _content_length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+@pytest.mark.parametrize("raw, status, code", [
+    # A Content-Length of a terabyte: refused before any body is read.
+    (b"POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413, "too_large"),
+    (b"POST /v1/query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc", 400, "bad_request"),
+    (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 300_000 + b"\r\n\r\n", 431, "headers_too_large"),
+])
+def test_requests_the_wsgi_server_refuses_get_json_errors(server, raw, status, code):
+    got, body = _raw_request(server, raw)
+    assert (got, body["error"]) == (status, code) and body["message"]
+    assert server.get("/v1/health").status_code == 200
