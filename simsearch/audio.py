@@ -48,6 +48,9 @@ class DecodeLimits:
 
 
 _BLOCK_FRAMES = 1 << 16
+# Float formats may exceed full scale a little; 80 dB over it is garbage (and
+# overflows float32 powers downstream).
+MAX_SAMPLE_MAGNITUDE = 1e4
 _MP3_WHOLE_READ_S = 600.0
 
 
@@ -138,6 +141,9 @@ class _Collector:
             raise DecodeTimeout(f"decoding took longer than {self.limits.timeout_s:.0f} s")
         if not np.all(np.isfinite(y)):
             raise BadAudio("audio contains NaN or infinite samples")
+        if len(y) and float(np.max(np.abs(y))) > MAX_SAMPLE_MAGNITUDE:
+            raise BadAudio(f"sample values reach {float(np.max(np.abs(y))):.3g}, far outside audio's range "
+                           f"(full scale is 1; at most {MAX_SAMPLE_MAGNITUDE:g} is accepted)")
         if self._stream is not None:
             y = self._stream.resample_chunk(y, last=last)
         if len(y):

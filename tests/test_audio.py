@@ -153,3 +153,13 @@ def test_mp3_decodes_whole_despite_libsndfile_block_reads(tmp_path):
     path = write_audio(tmp_path / "long.mp3", _probe_signal(44100, 20.0), 44100, "mp3", 2)
     a = decode_audio(path, SR)
     _assert_same_signal(a / float(np.mean(np.linspace(1.0, 0.6, 2))), SR, seconds=20.0)
+
+
+@pytest.mark.parametrize("value", [1e5, -3e20, 3.0e38])
+def test_float_samples_far_outside_full_scale_are_refused(value):
+    y = _probe_signal(SR)
+    y[100] = value
+    with pytest.raises(BadAudio, match="far outside"):
+        decode_audio(audio_bytes(y, SR, "wav-float"), SR)
+    # A little over full scale is audio (float formats allow it).
+    assert len(decode_audio(audio_bytes(_probe_signal(SR) * 4.0, SR, "wav-float"), SR)) == 2 * SR
