@@ -46,7 +46,8 @@ RESULTS = core.RESULTS
 LENGTHS_S = (5.0, 15.0)
 EMBED_QUERY_S = 45.0  # the embedded-segment query: 45 s of out-of-catalog music ...
 EMBED_SEGMENT_S = 15.0  # ... with a 15 s catalog segment inside
-EMBED_HOST_GAIN = 0.3  # the host music under the segment, as an amplitude factor
+EMBED_HOST_DB = -10.0  # the host under the segment, relative to the segment (brought to the host's level)
+EMBED_HOST_GAIN = 0.3  # the diagnostic variant: the segment at its own level, the host under it x0.3 amplitude
 MIX_DB = -6.0  # the other track's power relative to the excerpt's
 VOICE_DB = -6.0  # the speech's power (looped, pauses included) relative to the music's
 SOURCE_MARGIN_S = 0.5  # source audio cut beyond what a transform consumes (no sox edge effect in the query)
@@ -101,8 +102,15 @@ DERIVATIVES = (
 )
 EMBEDDED = Derivative("embedded_15s_in_45s", 1.0, 0.0, "partial",
                       f"{EMBED_SEGMENT_S:g} s catalog segment at a seeded position in {EMBED_QUERY_S:g} s of an "
-                      f"out-of-catalog track, the host under it at {EMBED_HOST_GAIN:g}x amplitude")
-ALL_DERIVATIVES = (*DERIVATIVES, EMBEDDED)
+                      f"out-of-catalog track, brought to the host's mean power, the host under it "
+                      f"{-EMBED_HOST_DB:g} dB below it")
+# Diagnostic (no bar): the segment keeps its own level, so a quiet ambient
+# segment lies 20-30 dB under the host music around it.
+EMBEDDED_AS_IS = Derivative("embedded_15s_in_45s_own_level", 1.0, 0.0, "partial",
+                            f"as above, but the segment at its own level and the host under it at "
+                            f"{EMBED_HOST_GAIN:g}x amplitude (a quiet segment is buried under the host)")
+EMBEDDINGS = (EMBEDDED, EMBEDDED_AS_IS)
+ALL_DERIVATIVES = (*DERIVATIVES, *EMBEDDINGS)
 LENGTHS_ALL = (*LENGTHS_S, EMBED_QUERY_S)
 
 SENTENCES = (
@@ -180,7 +188,7 @@ def make_query(d: Derivative, ex: Excerpt, cut: Cut, out_tracks: list[corpus.Tra
     raise ValueError(f"no recipe for {d.name}")
 
 
-def make_embedded(ex: Excerpt, out_tracks: list[corpus.Track], tmp_dir: Path) -> Query:
+def make_embedded(d: Derivative, ex: Excerpt, out_tracks: list[corpus.Track], tmp_dir: Path) -> Query:
     """Catalog excerpt: a 15 s segment of it at a seeded position inside 45 s of
     another out-of-catalog track.  Out-of-catalog excerpt: the 45 s host alone."""
     if not ex.in_catalog:
@@ -191,7 +199,8 @@ def make_embedded(ex: Excerpt, out_tracks: list[corpus.Track], tmp_dir: Path) ->
     host = core.cut_audio(other.path, EMBED_QUERY_S, sub_seed(ex, "host-cut"))
     y = resample(seg.y, seg.sr, host.sr, tmp_dir)[: int(round(EMBED_SEGMENT_S * host.sr))]
     at = int(np.random.default_rng(sub_seed(ex, "at")).integers(0, len(host.y) - len(y) + 1))
-    return Query(embed(host.y, y, at, EMBED_HOST_GAIN), host.sr, seg, at / host.sr, other.track_id)
+    level = dict(host_db=None, host_gain=EMBED_HOST_GAIN) if d is EMBEDDED_AS_IS else dict(host_db=EMBED_HOST_DB)
+    return Query(embed(host.y, y, at, **level), host.sr, seg, at / host.sr, other.track_id)
 
 
 # -- records ----------------------------------------------------------------------
@@ -280,7 +289,8 @@ def query_item(ex: Excerpt) -> list[dict]:
     """Every derivative of one excerpt (or the embedded-segment query), queried."""
     eng = core._Worker.engine
     if ex.length_s == EMBED_QUERY_S:
-        made = [(EMBEDDED, make_embedded(ex, _Ctx.out_tracks, _Ctx.tmp_dir))]
+        made = [(d, make_embedded(d, ex, _Ctx.out_tracks, _Ctx.tmp_dir))
+                for d in (EMBEDDINGS if ex.in_catalog else EMBEDDINGS[:1])]  # one host-alone query
     else:
         cut = core.cut_excerpt(ex, source_seconds(ex.length_s))
         made = [(d, make_query(d, ex, cut, _Ctx.out_tracks, _Ctx.tmp_dir)) for d in DERIVATIVES]
@@ -351,7 +361,7 @@ def cell_figures(rs: list[dict], threshold: float) -> dict:
         "expected_kind_share": rate(ok, lambda r: r["top_kind"] == r["expected_kind"]),
         "truth_score_median": percentile_or_none([r["truth_score"] for r in rs], 50, 1),
     }
-    if rs[0]["transform"] == EMBEDDED.name:
+    if rs[0]["transform"] in {d.name for d in EMBEDDINGS}:
         out.update({
             "query_start_error_median_s": percentile_or_none([start_error(r) for r in ok], 50, 3),
             "query_start_error_p95_s": percentile_or_none([start_error(r) for r in ok], 95, 3),
@@ -685,7 +695,8 @@ def main(argv: list[str] | None = None) -> dict:
         "parameters": {"data": str(data), "index_dir": str(index_dir), "excerpts_per_track": per_track,
                        "catalog_tracks": sum(t.split == "catalog" for t in queried), "out_tracks": len(out_tracks),
                        "lengths_s": list(LENGTHS_S), "embed_query_s": EMBED_QUERY_S,
-                       "embed_segment_s": EMBED_SEGMENT_S, "embed_host_gain": EMBED_HOST_GAIN,
+                       "embed_segment_s": EMBED_SEGMENT_S, "embed_host_db": EMBED_HOST_DB,
+                       "embed_own_level_host_gain": EMBED_HOST_GAIN,
                        "mix_db": MIX_DB, "voice_db": VOICE_DB, "source_margin_s": SOURCE_MARGIN_S,
                        "derivatives": {d.name: {"how": d.how, "speed": d.speed, "pitch": round(d.pitch, 4),
                                                 "kind": d.kind, "sox": list(d.effect)} for d in ALL_DERIVATIVES},

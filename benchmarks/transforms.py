@@ -157,13 +157,28 @@ def speech(text: str, sr: int, tmp_dir: Path, words_per_minute: int = 160, pitch
         return _read_mono(out)[0]
 
 
-def embed(host: np.ndarray, segment: np.ndarray, at: int, host_gain: float = 0.3) -> np.ndarray:
-    """`segment` placed at sample `at` of `host`, the host under it scaled by
-    `host_gain`; scaled down as a whole if it would clip."""
+def embed(host: np.ndarray, segment: np.ndarray, at: int, host_db: float | None = -10.0,
+          host_gain: float = 0.3) -> np.ndarray:
+    """`segment` placed at sample `at` of `host`; scaled down as a whole if it would clip.
+
+    With `host_db` (the default), the segment is brought to the host's mean
+    power, as a producer mixes a sample in at the level of the music around
+    it, and the host under it is kept `host_db` below it (never amplified).
+    With `host_db=None`, the segment keeps its own level and the host under it
+    is scaled by the amplitude factor `host_gain`: a quiet segment then lies
+    buried under louder music.
+    """
     if at < 0 or at + len(segment) > len(host):
         raise ValueError(f"a segment of {len(segment)} samples does not fit at {at} in {len(host)}")
     out = host.astype(np.float64)
-    out[at : at + len(segment)] = host_gain * out[at : at + len(segment)] + segment
+    seg = segment.astype(np.float64)
+    under = out[at : at + len(seg)]
+    if host_db is None:
+        gain = host_gain
+    else:
+        seg = seg * np.sqrt(power(host) / max(power(seg), 1e-20))
+        gain = min(1.0, float(np.sqrt(power(seg) / max(power(under), 1e-20) * 10.0 ** (host_db / 10.0))))
+    out[at : at + len(seg)] = gain * under + seg
     return peak_guard(out)
 
 
