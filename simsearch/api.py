@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
+from .audio import wav_bytes
 from .config import MatchConfig
 from .engine import Engine
 from .errors import EmptyInput, ParameterError, SimsearchError
@@ -22,10 +23,13 @@ EXT = "simsearch"
 class ApiConfig:
     max_upload_bytes: int = 64 * 1024 * 1024
     max_top_k: int = 50
+    max_audio_s: float = 60.0  # longest excerpt of catalog audio one request returns
+
 
 
 _QUERY_FIELDS = {"file", "top_k", "min_score", "hits"}
 _ADD_FIELDS = {"file", "track_id", "metadata", "check", "top_k", "min_score"}
+_AUDIO_FIELDS = {"start", "end"}
 
 
 def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
@@ -108,6 +112,20 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     def get_track(track_id):
         return jsonify(eng().get(track_id).to_json())
 
+    # Not /v1/tracks/<id>/audio: ids may contain '/', so "x/audio" would be ambiguous.
+    @app.get("/v1/audio/<path:track_id>")
+    def track_audio(track_id):
+        _check_fields(_AUDIO_FIELDS)
+        e = eng()
+        start = _seconds_param("start", 0.0)
+        end = _seconds_param("end", start + min(api_config.max_audio_s, e.get(track_id).duration))
+        if end - start > api_config.max_audio_s:
+            raise ParameterError(f"at most {api_config.max_audio_s:g} s of audio per request (end - start)")
+        y, sr = e.catalog_audio(track_id, start, end)
+        data = wav_bytes(y, sr)
+        resp = Response(data, mimetype="audio/wav")
+        return resp.make_conditional(request, accept_ranges=True, complete_length=len(data))
+
     @app.delete("/v1/tracks/<path:track_id>")
     def delete_track(track_id):
         info = eng().remove(track_id)
@@ -168,6 +186,16 @@ def _bool_param(name: str, default: bool) -> bool:
     if v.lower() in ("0", "false", "no"):
         return False
     raise ParameterError(f"{name} must be true or false")
+
+
+def _seconds_param(name: str, default: float) -> float:
+    v = _param(name)
+    if v is None:
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise ParameterError(f"{name} must be a number of seconds") from None
 
 
 def _match_config(base: MatchConfig, api_config: ApiConfig) -> MatchConfig:

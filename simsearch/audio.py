@@ -85,6 +85,57 @@ def _decode_any(opener, raw, limits: DecodeLimits):
         return _decode_ffmpeg(path, limits, *(_probe_ffmpeg(path) or (44100, None)))
 
 
+def read_excerpt(path: str | os.PathLike, start_s: float, duration_s: float,
+                 timeout_s: float = 60.0) -> tuple[np.ndarray, int]:
+    """Samples of the file at `path` from `start_s` for at most `duration_s`
+    seconds, for listening: [n, channels] float32 at the file's own rate, with
+    one or two channels (more are mixed down to mono).
+
+    Raises BadAudio when the file cannot be read, DecoderUnavailable when its
+    container needs ffmpeg and ffmpeg is not installed.
+    """
+    path = Path(path)
+    try:
+        with sf.SoundFile(path) as f:
+            if f.format in _SNDFILE_FORMATS and f.samplerate > 0 and f.channels > 0:
+                sr = f.samplerate
+                f.seek(min(int(start_s * sr), f.frames))
+                y = f.read(int(duration_s * sr), dtype="float32", always_2d=True)
+                return _listening_channels(y), sr
+    except sf.LibsndfileError:
+        pass  # not a libsndfile format: ffmpeg's turn
+    except RuntimeError as exc:
+        raise BadAudio(f"audio stream is damaged: {exc}") from None
+    exe = ffmpeg_path()
+    if exe is None:
+        raise DecoderUnavailable("the file is not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg is not installed")
+    sr, channels = _probe_ffmpeg(path) or (44100, 2)
+    channels = min(channels, 2)
+    cmd = [exe, "-nostdin", "-v", "error", "-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}",
+           "-i", "file:" + str(path.resolve()), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sr),
+           "-f", "f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise BadAudio(f"decoding took longer than {timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
+    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    return y[: len(y) // channels * channels].reshape(-1, channels), sr
+
+
+def wav_bytes(y: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV of `y` ([n] or [n, channels] floats in -1..1): every browser plays it."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(y, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _listening_channels(y: np.ndarray) -> np.ndarray:
+    return y if y.shape[1] <= 2 else _mix(y)[:, None]
+
+
 def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
     """(sample rate, channels) of the first audio stream, by ffprobe."""
     exe = shutil.which("ffprobe")
