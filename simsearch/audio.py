@@ -106,22 +106,10 @@ def read_excerpt(path: str | os.PathLike, start_s: float, duration_s: float,
         pass  # not a libsndfile format: ffmpeg's turn
     except RuntimeError as exc:
         raise BadAudio(f"audio stream is damaged: {exc}") from None
-    exe = ffmpeg_path()
-    if exe is None:
-        raise DecoderUnavailable("the file is not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg is not installed")
     sr, channels = _probe_ffmpeg(path) or (44100, 2)
-    channels = min(channels, 2)
-    cmd = [exe, "-nostdin", "-v", "error", "-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}",
-           "-i", "file:" + str(path.resolve()), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sr),
-           "-f", "f32le", "pipe:1"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BadAudio(f"decoding took longer than {timeout_s:.0f} s") from None
-    if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
-    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    channels = channels if channels <= 2 else 1
+    y = _ffmpeg_samples(path, ["-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}"],
+                        ["-ac", str(channels), "-ar", str(sr)], timeout_s, allow_empty=True)
     return y[: len(y) // channels * channels].reshape(-1, channels), sr
 
 
@@ -208,32 +196,43 @@ def _native_format(path: Path) -> tuple[int, int] | None:
 def _decode_ffmpeg(raw: Path, limits: DecodeLimits, sr: int = 44100, channels: int | None = None):
     """Decode with ffmpeg at rate `sr`, mixed down to mono; with `channels`
     known, as the plain mean of the channels, exactly as on libsndfile's path."""
-    exe = ffmpeg_path()
-    if exe is None:
-        raise DecoderUnavailable(
-            "not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg (needed for other containers) is not installed"
-        )
-    # "file:" keeps a name with a colon from being read as a protocol.
-    src = "file:" + str(Path(raw).resolve())
     # Mix down inside ffmpeg (4x less to pipe for stereo), as the plain mean
     # of the channels that libsndfile's path takes; ffmpeg's own -ac 1 is 3 dB louder.
     if channels and channels > 1:
         mix = ["-af", "pan=mono|c0=" + "+".join(f"{1.0 / channels:.6f}*c{i}" for i in range(channels))]
     else:
         mix = ["-ac", "1"]
-    cmd = [exe, "-nostdin", "-v", "error", "-i", src, "-map", "0:a:0", "-vn", *mix,
-           "-ar", str(sr), "-f", "f32le", "-t", str(limits.max_duration_s + 1), "pipe:1"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=limits.ffmpeg_timeout_s)
-    except subprocess.TimeoutExpired:
-        raise BadAudio(f"decoding took longer than {limits.ffmpeg_timeout_s:.0f} s") from None
-    if proc.returncode != 0 or not proc.stdout:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
-    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    y = _ffmpeg_samples(raw, [], [*mix, "-ar", str(sr), "-t", str(limits.max_duration_s + 1)],
+                        limits.ffmpeg_timeout_s)
     if len(y) > limits.max_duration_s * sr:
         raise AudioTooLong(f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
     return y, sr
+
+
+def _ffmpeg_samples(path: Path, input_args: list[str], output_args: list[str], timeout_s: float,
+                    allow_empty: bool = False) -> np.ndarray:
+    """float32 samples (interleaved) of the first audio stream of `path`, decoded by ffmpeg."""
+    exe = ffmpeg_path()
+    if exe is None:
+        raise DecoderUnavailable(
+            "not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg (needed for other containers) is not installed"
+        )
+    # "file:" keeps a name with a colon from being read as a protocol.
+    src = "file:" + str(Path(path).resolve())
+    cmd = [exe, "-nostdin", "-v", "error", *input_args, "-i", src, "-map", "0:a:0", "-vn", *output_args,
+           "-f", "f32le", "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise BadAudio(f"decoding took longer than {timeout_s:.0f} s") from None
+    if proc.returncode != 0 or not (proc.stdout or allow_empty):
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        if any("matches no streams" in line for line in lines):
+            why = " (it has no audio stream)"  # ffmpeg read it as some other format, text even
+        else:  # ffmpeg's last word, without our temporary file's name
+            why = f" ({lines[-1].replace(src + ': ', '')[:200]})" if lines else ""
+        raise BadAudio("not a decodable audio file" + why)
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
 
 
 def _finish(y: np.ndarray, sr: int, sample_rate: int, limits: DecodeLimits) -> np.ndarray:
