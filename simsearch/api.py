@@ -26,6 +26,11 @@ class ApiConfig:
     max_audio_s: float = 60.0  # longest excerpt of catalog audio one request returns
 
 
+# The review page talks to this server only: no other origin, no inline code.
+_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+             "media-src 'self' blob:; connect-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+             "frame-ancestors 'none'")
+
 
 _QUERY_FIELDS = {"file", "top_k", "min_score", "hits"}
 _ADD_FIELDS = {"file", "track_id", "metadata", "check", "top_k", "min_score"}
@@ -60,6 +65,13 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     def _unexpected(exc: Exception):
         app.logger.exception("unhandled error")
         return _error(500, "internal", "internal error; see the server log")
+
+    @app.get("/")
+    def review_page():
+        """The moderator's review page (simsearch/static: plain HTML, CSS and JavaScript)."""
+        resp = app.send_static_file("review.html")
+        resp.headers["Content-Security-Policy"] = _PAGE_CSP
+        return resp
 
     @app.get("/v1/health")
     def health():
