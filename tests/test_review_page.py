@@ -88,6 +88,17 @@ def _fetch_head(browser, url) -> dict:
             done({size: buf.byteLength, head: Array.from(new Uint8Array(buf.slice(0, 12)))}));""", url)
 
 
+def _screenshot(browser, path: Path) -> None:
+    """The page down to the end of its content, however long."""
+    width, height = browser.execute_script(
+        "return [document.documentElement.clientWidth, Math.ceil(document.querySelector('main')"
+        ".getBoundingClientRect().bottom + window.scrollY)];")
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
 def _sped_up_copy(path: Path) -> Path:
     """12 s of a catalog track played 10% faster (resampled: speed and pitch change together)."""
     y, sr = load_clip("flare_forest_theme")
@@ -127,7 +138,7 @@ def test_review_a_sped_up_copy(browser, server, artifacts, tmp_path):
         pytest.approx(api["ref_end"] - api["ref_start"], abs=0.05)
     assert browser.execute_script("return arguments[0].currentTime;", query) == \
         pytest.approx(api["query_start"], abs=0.05)
-    browser.save_screenshot(str(artifacts / "review-page.png"))
+    _screenshot(browser, artifacts / "review-page.png")
 
 
 def test_review_a_bad_file(browser, server, artifacts, tmp_path):
@@ -141,7 +152,7 @@ def test_review_a_bad_file(browser, server, artifacts, tmp_path):
     assert "song.mp3 could not be matched" in error.text and "HTTP 415, bad_audio" in error.text
     assert error.get_attribute("data-code") == "bad_audio"
     assert browser.find_elements(By.CSS_SELECTOR, "article.match") == []
-    browser.save_screenshot(str(artifacts / "review-error.png"))
+    _screenshot(browser, artifacts / "review-error.png")
 
 
 _DROP = """
