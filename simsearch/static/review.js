@@ -148,8 +148,13 @@
     upload.audio.src = uploadUrl;
     upload.audio.addEventListener("loadedmetadata", () => { upload.audio.currentTime = m.query_start; },
                                   { once: true });
-    const catalogEnd = Math.min(m.ref_end, m.ref_start + MAX_CATALOG_S);
-    const catalog = segmentPlayer("catalog", m.ref_start, catalogEnd, "catalog-audio");
+    upload.audio.addEventListener("error", () => {
+      upload.note.textContent = "this browser cannot play the uploaded file's format";
+    });
+    // A fitted line may start a hair before the track does.
+    const catalogStart = Math.max(0, m.ref_start);
+    const catalogEnd = Math.min(m.ref_end, catalogStart + MAX_CATALOG_S);
+    const catalog = segmentPlayer("catalog", catalogStart, catalogEnd, "catalog-audio");
     const both = el("button", { type: "button", class: "play-both" }, "▶ play both");
     both.addEventListener("click", () => { upload.play(); catalog.play(); });
     players.append(upload.box, catalog.box, both);
@@ -162,7 +167,7 @@
       .then((refDuration) => {
         if (mine === generation) plotSlot.append(alignmentPlot(m, queryDuration, refDuration));
       });
-    loadCatalog(catalog, m.track_id, m.ref_start, catalogEnd, mine);
+    loadCatalog(catalog, m.track_id, catalogStart, catalogEnd, mine);
     return card;
   }
 
