@@ -71,6 +71,11 @@ def _wait(browser, condition, timeout=30):
     return WebDriverWait(browser, timeout).until(condition)
 
 
+def _shown_error(browser):
+    """The page's error box, once it shows."""
+    return _wait(browser, lambda b: b.find_element(By.ID, "error").is_displayed() and b.find_element(By.ID, "error"))
+
+
 def _text(node, css):
     return node.find_element(By.CSS_SELECTOR, css).text
 
@@ -147,12 +152,23 @@ def test_review_a_bad_file(browser, server, artifacts, tmp_path):
     want = requests.post(server.url + "/v1/query", files={"file": (bad.name, bad.read_bytes())}, timeout=60).json()
     _open(browser, server)
     browser.find_element(By.ID, "file-input").send_keys(str(bad))
-    error = _wait(browser, lambda b: b.find_element(By.ID, "error").is_displayed() and b.find_element(By.ID, "error"))
+    error = _shown_error(browser)
     assert _text(error, ".message") == want["message"]
     assert "song.mp3 could not be matched" in error.text and "HTTP 415, bad_audio" in error.text
     assert error.get_attribute("data-code") == "bad_audio"
     assert browser.find_elements(By.CSS_SELECTOR, "article.match") == []
     _screenshot(browser, artifacts / "review-error.png")
+
+
+def test_upload_over_the_limit(browser, server, tmp_path):
+    """The page's uploads meet the API's own limits (this server takes 4 MB)."""
+    big = tmp_path / "long mix.wav"
+    big.write_bytes(b"\0" * (5 * 1024 * 1024))
+    _open(browser, server)
+    browser.find_element(By.ID, "file-input").send_keys(str(big))
+    error = _shown_error(browser)
+    assert _text(error, ".message") == f"upload is larger than the limit of {4 * 1024 * 1024} bytes"
+    assert error.get_attribute("data-code") == "too_large" and "HTTP 413" in error.text
 
 
 _DROP = """
@@ -222,7 +238,7 @@ def test_track_without_catalog_audio(browser, server, tmp_path):
 def test_unknown_track_id(browser, server):
     _open(browser, server)
     _look_up(browser, "no/such track")
-    error = _wait(browser, lambda b: b.find_element(By.ID, "error").is_displayed() and b.find_element(By.ID, "error"))
+    error = _shown_error(browser)
     assert _text(error, ".message") == "no track 'no/such track' in the index"
     assert error.get_attribute("data-code") == "unknown_track"
 
@@ -262,7 +278,7 @@ def test_a_refused_key_shows_the_servers_message(browser, server):
             JSON.stringify({error: "forbidden", message: "this API key may not query"}),
             {status: 403, headers: {"Content-Type": "application/json"}}));""")
     _look_up(browser, "flare_town_theme")
-    error = _wait(browser, lambda b: b.find_element(By.ID, "error").is_displayed() and b.find_element(By.ID, "error"))
+    error = _shown_error(browser)
     assert _text(error, ".message") == "this API key may not query"
     assert "HTTP 403, forbidden" in error.text and "Check the API key" in error.text
 
