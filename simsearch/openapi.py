@@ -75,6 +75,21 @@ def openapi_document(version: str) -> dict:
                            "responses": {"200": {"description": "removed", "content": {"application/json": {
                                "schema": {"type": "object", "properties": {"removed": {"type": "string"}}}}}},
                                "404": _err("unknown track")}}},
+            "/v1/audio/{track_id}": {"get": {
+                "summary": "An excerpt of a catalog track's own audio, as 16-bit PCM WAV",
+                "description": "Read from the source file the index recorded when the track was built or added "
+                               "from files (tracks added over HTTP keep none); at the file's own sample rate, "
+                               "one or two channels, at most 60 s per request.",
+                "parameters": [_TRACK_ID,
+                               {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 0,
+                                                                           "default": 0}, "description": "seconds"},
+                               {"name": "end", "in": "query", "schema": {"type": "number"},
+                                "description": "seconds, cut at the track's end (default: start + 60 s)"}],
+                "responses": {"200": {"description": "the excerpt", "content": {"audio/wav": {"schema": {
+                                  "type": "string", "format": "binary"}}}},
+                              "400": _err("bad start or end, or more than 60 s"),
+                              "404": _err("unknown_track, or audio_unavailable: the index knows no source file "
+                                          "for the track, or it is gone")}}},
             "/v1/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok",
                 "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/v1/stats": {"get": {"summary": "Index size and configuration", "responses": {"200": {
