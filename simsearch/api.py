@@ -8,10 +8,11 @@ import time
 from contextlib import contextmanager
 
 import numpy as np
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
+from .audio import wav_bytes
 from .auth import allows
 from .config import ApiConfig, MatchConfig
 from .engine import Engine
@@ -30,8 +31,15 @@ def _role(needed: str | None):
     return mark
 
 
+# The review page talks to this server only: no other origin, no inline code.
+_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+             "media-src 'self' blob:; connect-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+             "frame-ancestors 'none'")
+
+
 _QUERY_FIELDS = {"file", "top_k", "min_score", "hits"}
 _ADD_FIELDS = {"file", "track_id", "metadata", "check", "top_k", "min_score"}
+_AUDIO_FIELDS = {"start", "end"}
 
 
 def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
@@ -65,8 +73,8 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     @app.before_request
     def _authorize():
         view = app.view_functions.get(request.endpoint)
-        if view is None or api_config.open_access:
-            return None
+        if view is None or api_config.open_access or request.endpoint == "static":
+            return None  # the page's own files hold no secret
         needed = getattr(view, "simsearch_role", "read")
         if needed is None or (needed == "read" and not api_config.keys_for_reads):
             return None
@@ -103,6 +111,14 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     def _unexpected(exc: Exception):
         app.logger.exception("unhandled error")
         return _error(500, "internal", "internal error; see the server log")
+
+    @app.get("/")
+    @_role(None)
+    def review_page():
+        """The moderator's review page (simsearch/static: plain HTML, CSS and JavaScript)."""
+        resp = app.send_static_file("review.html")
+        resp.headers["Content-Security-Policy"] = _PAGE_CSP
+        return resp
 
     @app.get("/v1/health")
     @_role(None)
@@ -160,6 +176,19 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
     @app.get("/v1/tracks/<path:track_id>")
     def get_track(track_id):
         return jsonify(eng().get(track_id).to_json())
+
+    # Not /v1/tracks/<id>/audio: ids may contain '/', so "x/audio" would be ambiguous.
+    @app.get("/v1/audio/<path:track_id>")
+    def track_audio(track_id):
+        _check_fields(_AUDIO_FIELDS)
+        start = _seconds_param("start", 0.0)
+        end = _seconds_param("end", start + api_config.max_audio_s)  # the engine cuts it at the track's end
+        if end - start > api_config.max_audio_s:
+            raise ParameterError(f"at most {api_config.max_audio_s:g} s of audio per request (end - start)")
+        y, sr = eng().catalog_audio(track_id, start, end, api_config.media_roots)
+        data = wav_bytes(y, sr)
+        resp = Response(data, mimetype="audio/wav")
+        return resp.make_conditional(request, accept_ranges=True, complete_length=len(data))
 
     @app.delete("/v1/tracks/<path:track_id>")
     @_role("write")
@@ -228,6 +257,16 @@ def _bool_param(name: str, default: bool) -> bool:
     if v.lower() in ("0", "false", "no"):
         return False
     raise ParameterError(f"{name} must be true or false")
+
+
+def _seconds_param(name: str, default: float) -> float:
+    v = _param(name)
+    if v is None:
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise ParameterError(f"{name} must be a number of seconds") from None
 
 
 def _match_config(base: MatchConfig, api_config: ApiConfig) -> MatchConfig:

@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .config import MAX_SAMPLE_MAGNITUDE
 from .errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable, DecodeTimeout
 
 Source = Union[str, os.PathLike, bytes]
@@ -48,9 +49,6 @@ class DecodeLimits:
 
 
 _BLOCK_FRAMES = 1 << 16
-# Float formats may exceed full scale a little; 80 dB over it is garbage (and
-# overflows float32 powers downstream).
-MAX_SAMPLE_MAGNITUDE = 1e4
 _MP3_WHOLE_READ_S = 600.0
 
 
@@ -101,6 +99,47 @@ def _decode_any(opener, raw, sample_rate: int, limits: DecodeLimits, deadline: f
         tmp.flush()
         path = Path(tmp.name)
         return _decode_ffmpeg(path, sample_rate, limits, deadline, *(_probe_ffmpeg(path) or (44100, None)))
+
+
+def read_excerpt(path: str | os.PathLike, start_s: float, duration_s: float,
+                 timeout_s: float = 60.0) -> tuple[np.ndarray, int]:
+    """Samples of the file at `path` from `start_s` for at most `duration_s`
+    seconds, for listening: [n, channels] float32 at the file's own rate, with
+    one or two channels (more are mixed down to mono).
+
+    Raises BadAudio when the file cannot be read, DecoderUnavailable when its
+    container needs ffmpeg and ffmpeg is not installed.
+    """
+    path = Path(path)
+    try:
+        with sf.SoundFile(path) as f:
+            if f.format in _SNDFILE_FORMATS and f.samplerate > 0 and f.channels > 0:
+                sr = f.samplerate
+                f.seek(min(int(start_s * sr), f.frames))
+                y = f.read(int(duration_s * sr), dtype="float32", always_2d=True)
+                return _listening_channels(y), sr
+    except sf.LibsndfileError:
+        pass  # not a libsndfile format: ffmpeg's turn
+    except RuntimeError as exc:
+        raise BadAudio(f"audio stream is damaged: {exc}") from None
+    sr, channels = _probe_ffmpeg(path) or (44100, 2)
+    channels = channels if channels <= 2 else 1
+    parts: list[np.ndarray] = []
+    _run_ffmpeg(path, ["-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}"], ["-ac", str(channels), "-ar", str(sr)],
+                parts.append, time.monotonic() + timeout_s, DecodeLimits(timeout_s=timeout_s), allow_empty=True)
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return y[: len(y) // channels * channels].reshape(-1, channels), sr
+
+
+def wav_bytes(y: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit PCM WAV of `y` ([n] or [n, channels] floats in -1..1): every browser plays it."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(y, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _listening_channels(y: np.ndarray) -> np.ndarray:
+    return y if y.shape[1] <= 2 else _mix(y)[:, None]
 
 
 def _probe_ffmpeg(path: Path) -> tuple[int, int] | None:
@@ -212,30 +251,39 @@ def _native_format(path: Path) -> tuple[int, int] | None:
 def _decode_ffmpeg(raw: Path, sample_rate: int, limits: DecodeLimits, deadline: float,
                    sr: int = 44100, channels: int | None = None) -> np.ndarray:
     """Decode with ffmpeg at rate `sr`, mixed down to mono; with `channels`
-    known, as the plain mean of the channels, exactly as on libsndfile's path.
-    The process runs under an address-space limit and is killed past the
-    decode deadline or the duration limit."""
-    exe = ffmpeg_path()
-    if exe is None:
-        raise DecoderUnavailable(
-            "not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg (needed for other containers) is not installed"
-        )
-    # "file:" keeps a name with a colon from being read as a protocol.
-    src = "file:" + str(Path(raw).resolve())
+    known, as the plain mean of the channels, exactly as on libsndfile's path."""
     # Mix down inside ffmpeg (4x less to pipe for stereo), as the plain mean
     # of the channels that libsndfile's path takes; ffmpeg's own -ac 1 is 3 dB louder.
     if channels and channels > 1:
         mix = ["-af", "pan=mono|c0=" + "+".join(f"{1.0 / channels:.6f}*c{i}" for i in range(channels))]
     else:
         mix = ["-ac", "1"]
-    cmd = [exe, "-nostdin", "-v", "error", "-threads", "1", "-i", src, "-map", "0:a:0", "-vn", *mix,
-           "-ar", str(sr), "-f", "f32le", "-t", str(limits.max_duration_s + 1), "pipe:1"]
     out = _Collector(sr, sample_rate, limits, deadline)
+    _run_ffmpeg(raw, [], [*mix, "-ar", str(sr), "-t", str(limits.max_duration_s + 1)], out.add, deadline, limits)
+    return out.finish()
+
+
+def _run_ffmpeg(path: Path, input_args: list[str], output_args: list[str], sink, deadline: float,
+                limits: DecodeLimits, allow_empty: bool = False) -> int:
+    """Stream the first audio stream of `path`, decoded by ffmpeg to float32
+    (interleaved), into `sink` block by block; returns the number of samples.
+
+    The process runs under an address-space and CPU-time limit and is killed
+    past `deadline` or when `sink` raises (a duration limit, say)."""
+    exe = ffmpeg_path()
+    if exe is None:
+        raise DecoderUnavailable(
+            "not WAV, FLAC, Ogg Vorbis or MP3, and ffmpeg (needed for other containers) is not installed"
+        )
+    # "file:" keeps a name with a colon from being read as a protocol.
+    src = "file:" + str(Path(path).resolve())
+    cmd = [exe, "-nostdin", "-v", "error", "-threads", "1", *input_args, "-i", src, "-map", "0:a:0", "-vn",
+           *output_args, "-f", "f32le", "pipe:1"]
     with tempfile.TemporaryFile() as err, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                                            stderr=err) as proc:
         try:
             _limit_process(proc.pid, limits)
-            _pump(proc, out, deadline, limits)
+            n = _pump(proc, sink, deadline, limits)
             returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
@@ -243,33 +291,37 @@ def _decode_ffmpeg(raw: Path, sample_rate: int, limits: DecodeLimits, deadline: 
         except BaseException:
             proc.kill()
             raise
-        if returncode != 0 or out.frames == 0:
+        if returncode != 0 or not (n or allow_empty):
             err.seek(0)
-            msg = err.read(1 << 16).decode("utf-8", "replace").strip().splitlines()
-            raise BadAudio("not a decodable audio file" + (f" ({msg[-1][:200]})" if msg else ""))
-    return out.finish()
+            lines = err.read(1 << 16).decode("utf-8", "replace").strip().splitlines()
+            if any("matches no streams" in line for line in lines):
+                why = " (it has no audio stream)"  # ffmpeg read it as some other format, text even
+            else:  # ffmpeg's last word, without our temporary file's name
+                why = f" ({lines[-1].replace(src + ': ', '')[:200]})" if lines else ""
+            raise BadAudio("not a decodable audio file" + why)
+    return n
 
 
-def _pump(proc: subprocess.Popen, out: _Collector, deadline: float, limits: DecodeLimits) -> None:
-    """Feed ffmpeg's output to `out` block by block, never waiting past `deadline`."""
+def _pump(proc: subprocess.Popen, sink, deadline: float, limits: DecodeLimits) -> int:
+    """Feed ffmpeg's output to `sink` block by block, never waiting past `deadline`."""
     fd = proc.stdout.fileno()
     pending = b""
     block_bytes = 4 * _BLOCK_FRAMES
+    total = 0
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             raise DecodeTimeout(f"decoding took longer than {limits.timeout_s:.0f} s")
         chunk = os.read(fd, block_bytes)
-        if not chunk:
-            break
+        final = not chunk
         pending += chunk
         usable = len(pending) - len(pending) % 4
-        if usable >= block_bytes:
-            out.add(np.frombuffer(pending[:usable], dtype="<f4").astype(np.float32))
+        if usable and (final or usable >= block_bytes):
+            sink(np.frombuffer(pending[:usable], dtype="<f4").astype(np.float32))
+            total += usable // 4
             pending = pending[usable:]
-    usable = len(pending) - len(pending) % 4
-    if usable:
-        out.add(np.frombuffer(pending[:usable], dtype="<f4").astype(np.float32))
+        if final:
+            return total
 
 
 def _limit_process(pid: int, limits: DecodeLimits) -> None:

@@ -136,7 +136,8 @@ def _build_locked(index_dir: Path, sources, cfg: FeatureConfig, jobs, limits, pr
                 tqdm.write(f"failed: {path}: {error}", file=sys.stderr)
             else:
                 duration, codes, tr = result
-                pending.append((track_id, path, duration, codes, tr))
+                # Absolute, so that the catalog audio can be found from any working directory.
+                pending.append((track_id, str(Path(path).resolve()), duration, codes, tr))
                 report.tracks += 1
                 report.audio_seconds += duration
             elapsed = time.perf_counter() - t0

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--keys-file", help="API keys, one 'ROLE TOKEN' per line (ROLE: read or write); "
                                        f"also read from ${ENV_VAR} as ROLE:TOKEN,ROLE:TOKEN")
     s.add_argument("--keys-for-reads", action="store_true", help="queries and reads need a key too")
+    s.add_argument("--media-root", action="append", default=[], metavar="DIR",
+                   help="a directory whose audio files GET /v1/audio (and the review page) may play: a track's "
+                        "recorded source file must lie inside one (repeatable; default: none, catalog audio off)")
     s.add_argument("--no-auth", action="store_true",
                    help="no key needed for anything, writes included (a trusted network only)")
 
@@ -209,7 +212,8 @@ def _cmd_serve(args) -> int:
     _warm_up(eng)
     api_config = ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                            max_concurrent_decodes=args.max_decodes, decode_wait_s=args.decode_wait_s,
-                           keys=keys, keys_for_reads=args.keys_for_reads, open_access=args.no_auth)
+                           keys=keys, keys_for_reads=args.keys_for_reads, open_access=args.no_auth,
+                           media_roots=tuple(str(Path(d).resolve()) for d in args.media_root))
     app = create_app(eng, api_config)
     log.info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
              args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
@@ -219,10 +223,7 @@ def _cmd_serve(args) -> int:
         log.warning("no API keys: adding and deleting tracks is disabled (see --keys-file)")
     else:
         log.info("API keys: %s; reads need a key: %s", keys.roles(), args.keys_for_reads)
-    # The app answers an upload just over its limit with its own 413; the
-    # server refuses a body declared larger than that (multipart framing
-    # included) before reading it.
-    serve(app, args.host, args.port, args.threads, max_body_bytes=api_config.max_upload_bytes + (1 << 20))
+    serve(app, args.host, args.port, args.threads, upload_limit_bytes=api_config.max_upload_bytes)
     return 0
 
 

@@ -18,6 +18,11 @@ from .auth import KeyRing
 
 FORMAT_VERSION = 2
 
+# Audio samples are nominally within +-1 (float formats may exceed it a little);
+# 80 dB over full scale is garbage, refused by the decoder, and would overflow
+# float32 powers in the spectrogram.
+MAX_SAMPLE_MAGNITUDE = 1e4
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -163,6 +168,10 @@ class ApiConfig:
     """Limits and access control of the HTTP API (decode limits live in the Engine)."""
     max_upload_bytes: int = 64 * 1024 * 1024
     max_top_k: int = 50
+    max_audio_s: float = 60.0  # longest excerpt of catalog audio one request returns
+    # Directories whose files GET /v1/audio may read (a track's recorded
+    # source file must lie inside one); none: catalog audio is off.
+    media_roots: tuple[str, ...] = ()
     # Uploads decoded at once (each bounded by the Engine's DecodeLimits); a
     # request waits at most `decode_wait_s` for a slot, then gets 503 busy.
     max_concurrent_decodes: int = max(1, os.cpu_count() or 1)

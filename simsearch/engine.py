@@ -8,6 +8,8 @@ are durable on disk before they return.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 import unicodedata
@@ -19,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from . import features, matching, store
-from .audio import DecodeLimits, Source, decode_audio
+from .audio import DecodeLimits, Source, decode_audio, read_excerpt
 from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
-from .errors import ParameterError, TrackExists, UnknownTrack
+from .errors import AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, TrackExists, UnknownTrack
 from .index import MAX_TRACKS, HashIndex, pack_ids
 
 MAX_TRACK_ID_BYTES = 256
@@ -309,6 +311,35 @@ class Engine:
         if info is None:
             raise UnknownTrack(f"no track {track_id!r} in the index")
         return info
+
+    def catalog_audio(self, track_id: str, start_s: float, end_s: float,
+                      media_roots: tuple[str, ...] = ()) -> tuple[np.ndarray, int]:
+        """The track's audio from `start_s` to `end_s` seconds (cut at the
+        track's end), as read_excerpt gives it.  Read only from the source file
+        the index recorded, only while it is a regular file, and only when it
+        lies (symbolic links resolved) inside one of `media_roots`."""
+        info = self.get(track_id)
+        if not (np.isfinite(start_s) and np.isfinite(end_s)) or start_s < 0 or end_s <= start_s:
+            raise ParameterError("start and end must be finite seconds with 0 <= start < end")
+        if start_s >= info.duration:
+            raise ParameterError(f"start is past the end of the track ({info.duration:.3f} s)")
+        if not info.path:
+            raise AudioUnavailable(f"the index does not know an audio file for track {track_id!r} "
+                                   "(tracks added over HTTP keep no file)")
+        real = Path(os.path.realpath(info.path))
+        if not any(real.is_relative_to(os.path.realpath(root)) for root in media_roots):
+            raise AudioUnavailable(f"the audio file of track {track_id!r} is not under a media root of this server "
+                                   "(catalog audio is served only from `simsearch serve --media-root DIR`)")
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            raise AudioUnavailable(f"the audio file of track {track_id!r} is no longer there") from None
+        if not stat.S_ISREG(mode):
+            raise AudioUnavailable(f"the audio file of track {track_id!r} is not a regular file")
+        try:
+            return read_excerpt(real, start_s, min(end_s, info.duration) - start_s, self.limits.timeout_s)
+        except (BadAudio, DecoderUnavailable) as exc:
+            raise AudioUnavailable(f"the audio file of track {track_id!r} cannot be read: {exc}") from None
 
     def check_new_id(self, track_id: str) -> str:
         """A valid id not yet in the index (checked again under the lock when written)."""

@@ -59,6 +59,13 @@ class UnknownTrack(SimsearchError):
     code = "unknown_track"
 
 
+class AudioUnavailable(SimsearchError):
+    """The index does not know where a track's audio is, or the file is gone."""
+
+    status = 404
+    code = "audio_unavailable"
+
+
 class TrackExists(SimsearchError):
     status = 409
     code = "track_exists"

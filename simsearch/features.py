@@ -26,7 +26,7 @@ import scipy.fft as sfft
 from scipy import sparse
 
 from . import _kernels as K
-from .config import FeatureConfig, MatchConfig
+from .config import MAX_SAMPLE_MAGNITUDE, FeatureConfig, MatchConfig
 from .errors import ParameterError
 
 _EPS = 1e-10
@@ -69,6 +69,9 @@ def log_spectrogram(y: np.ndarray, cfg: FeatureConfig, chunk_frames: int = 4096)
     if y.ndim != 1:
         raise ParameterError("y must be one-dimensional (mono)")
     y = np.ascontiguousarray(y, dtype=np.float32)
+    if len(y) and not float(np.max(np.abs(y))) <= MAX_SAMPLE_MAGNITUDE:  # NaN fails too
+        raise ParameterError(f"samples must be finite and within +-{MAX_SAMPLE_MAGNITUDE:g} "
+                             "(past that, float32 powers overflow)")
     if len(y) < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - len(y)))
     frames = np.lib.stride_tricks.sliding_window_view(y, cfg.n_fft)[:: cfg.hop]

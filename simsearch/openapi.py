@@ -33,12 +33,18 @@ _TRACK_ID = {"name": "track_id", "in": "path", "required": True,
 
 
 def openapi_document(version: str) -> dict:
+    # Reads need a key only on a server started with --keys-for-reads; writes always do.
+    auth = {"401": _err("no API key, or not a valid one"), "403": _err("the key's role does not allow this")}
     bad_audio = {
         "400": _err("bad parameter, unknown field or empty upload"),
         "413": _err("upload or audio too large / too long"),
         "415": _err("not decodable audio"),
-        "422": _err("audio too short"),
+        "422": _err("audio too short, or decoding ran past its time bound"),
+        "503": _err("every decode slot is busy; retry after the Retry-After header's seconds"),
+        **auth,
     }
+    read_key = [{}, {"apiKey": []}]
+    write_key = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "simsearch", "version": version,
@@ -46,6 +52,7 @@ def openapi_document(version: str) -> dict:
         "paths": {
             "/v1/query": {"post": {
                 "summary": "Match an audio upload against the catalog",
+                "security": read_key,
                 "parameters": _QUERY_PARAMS,
                 "requestBody": _AUDIO_BODY,
                 "responses": {"200": {"description": "matches above the decision threshold",
@@ -53,6 +60,7 @@ def openapi_document(version: str) -> dict:
                               **bad_audio}}},
             "/v1/tracks": {"post": {
                 "summary": "Add a track to the catalog (durable before the response)",
+                "security": write_key,
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file", "track_id"], "additionalProperties": False,
                     "properties": {
@@ -68,21 +76,41 @@ def openapi_document(version: str) -> dict:
                         "matches": {"type": "array", "items": {"$ref": "#/components/schemas/Match"}}}}}}},
                               "409": _err("track id already taken"), **bad_audio}}},
             "/v1/tracks/{track_id}": {
-                "get": {"summary": "A track's record", "parameters": [_TRACK_ID],
+                "get": {"summary": "A track's record", "parameters": [_TRACK_ID], "security": read_key,
                         "responses": {"200": {"description": "the track", "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/Track"}}}}, "404": _err("unknown track")}},
-                "delete": {"summary": "Remove a track", "parameters": [_TRACK_ID],
+                            "schema": {"$ref": "#/components/schemas/Track"}}}}, "404": _err("unknown track"),
+                            **auth}},
+                "delete": {"summary": "Remove a track", "parameters": [_TRACK_ID], "security": write_key,
                            "responses": {"200": {"description": "removed", "content": {"application/json": {
                                "schema": {"type": "object", "properties": {"removed": {"type": "string"}}}}}},
-                               "404": _err("unknown track")}}},
+                               "404": _err("unknown track"), **auth}}},
+            "/v1/audio/{track_id}": {"get": {
+                "summary": "An excerpt of a catalog track's own audio, as 16-bit PCM WAV",
+                "description": "Read from the source file the index recorded when the track was built or added "
+                               "from files (tracks added over HTTP keep none); at the file's own sample rate, "
+                               "one or two channels, at most 60 s per request.",
+                "security": read_key,
+                "parameters": [_TRACK_ID,
+                               {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 0,
+                                                                           "default": 0}, "description": "seconds"},
+                               {"name": "end", "in": "query", "schema": {"type": "number"},
+                                "description": "seconds, cut at the track's end (default: start + 60 s)"}],
+                "responses": {"200": {"description": "the excerpt", "content": {"audio/wav": {"schema": {
+                                  "type": "string", "format": "binary"}}}},
+                              "400": _err("bad start or end, or more than 60 s"),
+                              "404": _err("unknown_track, or audio_unavailable: the index knows no source file "
+                                          "for the track, it is gone, or it lies outside the "
+                                          "server's --media-root directories"), **auth}}},
             "/v1/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok",
                 "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-            "/v1/stats": {"get": {"summary": "Index size and configuration", "responses": {"200": {
-                "description": "stats", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/v1/stats": {"get": {"summary": "Index size and configuration", "security": read_key, "responses": {"200": {
+                "description": "stats", "content": {"application/json": {"schema": {"type": "object"}}}}, **auth}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {
                 "description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         },
-        "components": {"schemas": {
+        "components": {"securitySchemes": {"apiKey": {
+            "type": "http", "scheme": "bearer",
+            "description": "an API key (read or write role) as 'Authorization: Bearer <key>'"}}, "schemas": {
             "Error": {"type": "object", "required": ["error", "message"], "properties": {
                 "error": {"type": "string", "description": "machine-readable code"},
                 "message": {"type": "string"}}},

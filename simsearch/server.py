@@ -17,10 +17,14 @@ _CODES = {400: "bad_request", 413: "too_large", 431: "headers_too_large", 501: "
 
 
 class _JsonErrorTask(ErrorTask):
+    upload_limit_bytes: int | None = None
+
     def execute(self):
         e = self.request.error
-        body = json.dumps({"error": _CODES.get(e.code, "http_error"),
-                           "message": f"{e.reason}: {e.body}".strip()}).encode()
+        message = f"{e.reason}: {e.body}".strip()
+        if e.code == 413 and self.upload_limit_bytes is not None:  # the same words as the app's own 413
+            message = f"upload is larger than the limit of {self.upload_limit_bytes} bytes"
+        body = json.dumps({"error": _CODES.get(e.code, "http_error"), "message": message}).encode()
         self.status = f"{e.code} {e.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
@@ -28,15 +32,14 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class _Channel(HTTPChannel):
-    error_task_class = _JsonErrorTask
-
-
-def serve(app, host: str, port: int, threads: int, max_body_bytes: int, channel_timeout_s: int = 60) -> None:
+def serve(app, host: str, port: int, threads: int, upload_limit_bytes: int, channel_timeout_s: int = 60) -> None:
     """Serve `app` until interrupted.  A request whose declared body exceeds
-    `max_body_bytes` is refused before its body is read; a connection idle for
+    the upload limit (the whole body, multipart framing included, as the app
+    counts it) is refused before its body is read; a connection idle for
     `channel_timeout_s` (a stalled upload) is closed without taking a worker."""
+    task = type("JsonErrorTask", (_JsonErrorTask,), {"upload_limit_bytes": upload_limit_bytes})
+    channel = type("JsonErrorChannel", (HTTPChannel,), {"error_task_class": task})
     server = create_server(app, host=host, port=port, threads=threads, ident="simsearch",
-                           max_request_body_size=max_body_bytes, channel_timeout=channel_timeout_s)
-    server.channel_class = _Channel
+                           max_request_body_size=upload_limit_bytes, channel_timeout=channel_timeout_s)
+    server.channel_class = channel
     server.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import socket
@@ -12,9 +13,10 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from audio_tools import (CATALOG, audio_bytes, catalog_sources, clip_path, excerpt, load_clip, png_bytes,
-                         resample, tone_sequence)
+from audio_tools import (CATALOG, DATA, audio_bytes, catalog_sources, clip_path, excerpt, load_clip, png_bytes,
+                         resample, tone_sequence, write_audio)
 from server_tools import READ_KEY, assert_error, running_server
 from simsearch.build import build
 from simsearch.engine import Engine
@@ -29,7 +31,9 @@ UPLOAD_SR = 22050
 def server(catalog_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("api")
     shutil.copytree(catalog_dir, work / "index")
-    with running_server(work / "index", work / "server.log", "--max-upload-mb", MAX_UPLOAD_MB) as srv:
+    (work / "media").mkdir()
+    with running_server(work / "index", work / "server.log", "--max-upload-mb", MAX_UPLOAD_MB,
+                        "--media-root", DATA, "--media-root", work / "media") as srv:
         yield srv
 
 
@@ -177,7 +181,7 @@ def test_openapi_document(server):
     assert doc["info"]["title"] and doc["info"]["version"]
     paths = doc["paths"]
     want = {"/v1/query": {"post"}, "/v1/tracks": {"post"}, "/v1/tracks/{track_id}": {"get", "delete"},
-            "/v1/health": {"get"}, "/v1/stats": {"get"}, "/v1/openapi.json": {"get"}}
+            "/v1/audio/{track_id}": {"get"}, "/v1/health": {"get"}, "/v1/stats": {"get"}, "/v1/openapi.json": {"get"}}
     for path, methods in want.items():
         assert methods <= set(paths[path]), path
         for method in methods:
@@ -275,8 +279,13 @@ def test_keys_for_reads(catalog_dir, tmp_path):
         assert_error(srv, anon.post("/v1/query", data=_excerpt(CATALOG[1])), 401, "missing_key")
         assert_error(srv, anon.get("/v1/stats"), 401, "missing_key")
         assert_error(srv, anon.get(_track_url(CATALOG[1])), 401, "missing_key")
+        assert_error(srv, anon.get(_audio_url(CATALOG[1])), 401, "missing_key")
         reader = dataclasses.replace(srv, key=READ_KEY)
         assert _ids(reader.post("/v1/query", data=_excerpt(CATALOG[1]))) == [CATALOG[1]]
+        # Without --media-root, catalog audio is off, even for a file the index knows.
+        resp = reader.get(_audio_url(CATALOG[1]))
+        assert_error(srv, resp, 404, "audio_unavailable")
+        assert "--media-root" in resp.json()["message"]
         assert _ids(srv.post("/v1/query", data=_excerpt(CATALOG[1]))) == [CATALOG[1]]  # write keys read too
 
 
@@ -289,6 +298,88 @@ def test_without_keys_writes_are_disabled_unless_no_auth(catalog_dir, tmp_path):
         anon = dataclasses.replace(srv, key=None)
         assert anon.post("/v1/tracks", **_add_form("open/boss")).status_code == 201
         assert anon.delete(_track_url("open/boss")).status_code == 200
+
+
+# -- catalog audio --------------------------------------------------------------
+
+def _audio_url(track_id):
+    return "/v1/audio/" + quote(track_id, safe="")
+
+
+def _wav(resp):
+    """(samples [n, channels], rate) of a WAV answer."""
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.headers["Content-Type"] == "audio/wav"
+    assert resp.content[:4] == b"RIFF" and resp.content[8:12] == b"WAVE"
+    y, sr = sf.read(io.BytesIO(resp.content), dtype="float32", always_2d=True)
+    return y, sr
+
+
+def test_catalog_audio_excerpt(server):
+    y, sr = _wav(server.get(_audio_url("flare_cave_theme"), params={"start": 2.5, "end": 7.5}))
+    assert len(y) == pytest.approx(5.0 * sr, abs=1)
+    # The very samples of the catalog file there (to 16-bit precision).
+    whole, file_sr = sf.read(clip_path("flare_cave_theme"), dtype="float32", always_2d=True)
+    assert sr == file_sr and y.shape[1] == whole.shape[1]
+    np.testing.assert_allclose(y, whole[int(2.5 * sr): int(2.5 * sr) + len(y)], atol=2 / 32768)
+
+
+def test_catalog_audio_defaults_and_the_track_end(server):
+    y, sr = _wav(server.get(_audio_url("flare_town_theme")))  # the whole 25 s clip (under 60 s)
+    assert len(y) / sr == pytest.approx(25.0, abs=0.05)
+    y, sr = _wav(server.get(_audio_url("flare_town_theme"), params={"start": 20}))
+    assert len(y) / sr == pytest.approx(5.0, abs=0.05)
+    y, sr = _wav(server.get(_audio_url("flare_town_theme"), params={"start": 22, "end": 40}))  # cut at the end
+    assert len(y) / sr == pytest.approx(3.0, abs=0.05)
+
+
+def test_catalog_audio_byte_ranges(server):
+    """Browsers ask for ranges of media; the excerpt is one fixed file."""
+    whole = server.get(_audio_url("flare_forest_theme"), params={"start": 1, "end": 2}).content
+    part = server.get(_audio_url("flare_forest_theme"), params={"start": 1, "end": 2},
+                      headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == whole[100:200]
+
+
+def test_catalog_audio_of_a_track_added_over_http(server):
+    track_id = "http/melody"
+    resp = server.post("/v1/tracks", files={"file": ("m.flac", _melody(11))}, data={"track_id": track_id})
+    assert resp.status_code == 201, resp.text
+    assert_error(server, server.get(_audio_url(track_id)), 404, "audio_unavailable")
+    assert server.delete(_track_url(track_id)).status_code == 200
+
+
+def test_catalog_audio_file_gone_or_not_a_file_or_outside_the_media_roots(server, tmp_path):
+    """The path comes from the index; it is served only while it is a regular
+    file inside a --media-root (symbolic links resolved)."""
+    media = server.index_dir.parent / "media"
+    tones = tone_sequence([440.0, 550.0, 660.0] * 4, 0.3, UPLOAD_SR)
+    melody = write_audio(media / "melody.flac", tones, UPLOAD_SR, "flac")
+    outside = write_audio(tmp_path / "outside.flac", tones, UPLOAD_SR, "flac")
+    (media / "link.flac").symlink_to(outside)
+    writer = Engine(server.index_dir)  # as `simsearch add` from a shell would
+    writer.add("files/melody", melody, path=str(melody))
+    writer.add("files/directory", melody, path=str(media))
+    writer.add("files/outside", outside, path=str(outside))
+    writer.add("files/link", outside, path=str(media / "link.flac"))
+    assert _eventually(lambda: server.get(_audio_url("files/melody")).status_code, 200) == 200
+    for track_id in ("files/directory", "files/outside", "files/link"):
+        assert_error(server, server.get(_audio_url(track_id)), 404, "audio_unavailable")
+    melody.unlink()
+    assert_error(server, server.get(_audio_url("files/melody")), 404, "audio_unavailable")
+    for track_id in ("files/melody", "files/directory", "files/outside", "files/link"):
+        assert server.delete(_track_url(track_id)).status_code == 200
+
+
+def test_catalog_audio_of_an_unknown_track(server):
+    assert_error(server, server.get(_audio_url("no/such track")), 404, "unknown_track")
+
+
+@pytest.mark.parametrize("params", [{"start": "abc"}, {"end": "x"}, {"start": -1}, {"start": "nan"},
+                                    {"end": "inf"}, {"start": 5, "end": 5}, {"start": 6, "end": 5},
+                                    {"start": 25.5}, {"start": 0, "end": 60.5}, {"colour": "blue"}])
+def test_catalog_audio_bad_range(server, params):
+    assert_error(server, server.get(_audio_url("flare_cave_theme"), params=params), 400, "bad_parameter")
 
 
 # -- bad input: an exact 4xx, a JSON error, and the server carries on ---------------

@@ -7,7 +7,7 @@ import pytest
 
 import simsearch.audio
 from audio_tools import audio_bytes, png_bytes, tone, write_audio
-from simsearch.audio import DecodeLimits, decode_audio
+from simsearch.audio import DecodeLimits, decode_audio, read_excerpt
 from simsearch.errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable, DecodeTimeout
 
 SR = 8000
@@ -62,6 +62,37 @@ def test_not_audio_is_bad_audio(data):
         data = png_bytes()
     with pytest.raises(BadAudio):
         decode_audio(data, SR)
+
+
+def test_text_is_bad_audio_in_words_a_person_understands():
+    with pytest.raises(BadAudio) as err:
+        decode_audio(b"this is a shopping list, not a song\n" * 40, SR)
+    assert str(err.value) == "not a decodable audio file (it has no audio stream)"
+
+
+@pytest.mark.parametrize("fmt, channels", [("ogg", 2), ("flac", 6), ("m4a", 2), ("m4a", 6), ("opus", 1)])
+def test_read_excerpt_keeps_rate_and_one_or_two_channels(tmp_path, fmt, channels):
+    sr = 48000
+    y = np.concatenate([tone(440.0, 1.0, sr, 0.3), tone(880.0, 2.0, sr, 0.3)])  # 880 Hz from 1 s
+    path = write_audio(tmp_path / f"probe.{fmt}", y, sr, fmt, channels)
+    part, got_sr = read_excerpt(path, 1.5, 1.0)
+    assert got_sr == sr and part.dtype == np.float32 and part.shape[1] == (channels if channels <= 2 else 1)
+    assert len(part) == pytest.approx(sr, abs=0.01 * sr)
+    spectrum = np.abs(np.fft.rfft(part[:, 0]))
+    assert np.argmax(spectrum) * sr / (2 * (len(spectrum) - 1)) == pytest.approx(880.0, abs=5.0)
+    tail, _ = read_excerpt(path, 2.5, 10.0)  # cut at the end of the file
+    assert len(tail) == pytest.approx(0.5 * sr, abs=0.03 * sr)
+
+
+def test_read_excerpt_of_unreadable_files(tmp_path, monkeypatch):
+    text = tmp_path / "notes.mp3"
+    text.write_text("not audio\n" * 100)
+    with pytest.raises(BadAudio):
+        read_excerpt(text, 0.0, 1.0)
+    m4a = write_audio(tmp_path / "probe.m4a", _probe_signal(44100), 44100, "m4a", 1)
+    monkeypatch.setattr(simsearch.audio, "ffmpeg_path", lambda: None)
+    with pytest.raises(DecoderUnavailable, match="ffmpeg"):
+        read_excerpt(m4a, 0.0, 1.0)
 
 
 def test_missing_and_empty_files_are_bad_audio(tmp_path):

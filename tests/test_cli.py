@@ -74,6 +74,15 @@ def test_build_from_a_directory_names_tracks_by_relative_path(built):
     assert sorted(Engine(index_dir).tracks) == sorted(DIR_IDS)
 
 
+def test_build_records_absolute_source_paths(library, tmp_path):
+    """A relative SOURCE is stored resolved: a server started elsewhere still finds the audio."""
+    proc = simsearch("build", tmp_path / "index", "themes/calm", "--jobs", "1", "--quiet", cwd=library)
+    assert proc.returncode == 0, proc.stderr
+    paths = {t: info.path for t, info in Engine(tmp_path / "index").tracks.items()}
+    assert paths == {name: str((library / "themes/calm" / f"{name}.ogg").resolve())
+                     for name in ("flare_cave_theme", "flare_forest_theme")}
+
+
 def test_info(built, tmp_path):
     proc = simsearch("info", built[0], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
