@@ -17,12 +17,13 @@ import socket
 import struct
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlparse
 
 import numpy as np
 import pytest
 
-from audio_tools import CATALOG, audio_bytes, excerpt, ffmpeg, load_clip, resample, tone
+from audio_tools import CATALOG, audio_bytes, excerpt, ffmpeg, load_clip, resample, tone, write_audio
 from server_tools import assert_error, running_server
 
 pytestmark = pytest.mark.slow
@@ -271,3 +272,32 @@ def test_id_taken_by_a_track_added_over_http(server):
     again = server.post("/v1/tracks", files={"file": ("b.flac", data)}, data={"track_id": "dup/one"})
     assert_error(server, again, 409, "track_exists")
     assert server.delete("/v1/tracks/" + quote("dup/one", safe="")).status_code == 200
+
+
+# -- decode slots and the decode time bound -------------------------------------
+
+def test_decode_slots_and_the_decode_time_bound(catalog_dir, tmp_path):
+    """--max-decodes 1 with no patience: uploads beyond the one being decoded get
+    503 busy (Retry-After) while the others are answered right; --decode-timeout-s
+    bounds a decode with 422 decode_timeout; the server answers afterwards."""
+    shutil.copytree(catalog_dir, tmp_path / "index")
+    y, sr = load_clip(TRACK)
+    # M4A goes through ffmpeg (a process start and a decode): a slot stays taken a while.
+    m4a = tmp_path / "long.m4a"
+    write_audio(m4a, np.tile(y, 3), sr, "m4a")
+    upload = m4a.read_bytes()
+    with running_server(tmp_path / "index", tmp_path / "a.log", "--max-decodes", 1, "--decode-wait-s", 0.001,
+                        "--threads", 8) as srv:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: srv.post("/v1/query", data=upload), range(8)))
+        busy = [r for r in answers if r.status_code == 503]
+        assert busy, [r.status_code for r in answers]
+        for r in busy:
+            assert r.json()["error"] == "busy" and r.headers["Retry-After"] == "1"
+        for r in answers:
+            if r.status_code != 503:
+                assert r.status_code == 200 and r.json()["matches"][0]["track_id"] == TRACK, r.text[:300]
+        assert srv.post("/v1/query", data=upload).status_code == 200
+    with running_server(tmp_path / "index", tmp_path / "b.log", "--decode-timeout-s", 0.001) as srv:
+        assert_error(srv, srv.post("/v1/query", data=upload), 422, "decode_timeout")
+        assert_error(srv, srv.post("/v1/query", data=audio_bytes(_clip(22050), 22050)), 422, "decode_timeout")
