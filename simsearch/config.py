@@ -118,7 +118,7 @@ class MatchConfig:
     # The query side keeps more peaks and more triplets than the catalog side,
     # so that the catalog's triplets are found among them despite noise.
     query_peaks_per_block: int = 18
-    query_fanout: int = 7
+    query_fanout: int = 5
     # Search range: reference speed inside the query (1.25 = sped up by 25%)
     # and the query's pitch shift in semitones (whatever its cause: resampling
     # moves pitch with speed, a pitch shifter without it).
