@@ -93,6 +93,7 @@ def test_sigkill_during_additions_loses_no_acknowledged_track(tmp_path):
 
     assert failures == []
     assert len(acked) >= KILLS, f"only {len(acked)} additions acknowledged over {KILLS} kills"
+    print(f"{len(acked)} additions acknowledged over {KILLS} SIGKILLs")  # shown with pytest -s or -rP
     # Every file of the index reads back (checksums, HDF5) and holds every acknowledged track.
     report = scan(index_dir)
     assert report.ok, report.to_json()

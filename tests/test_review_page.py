@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from audio_tools import DATA, excerpt, load_clip, resample, tone_sequence, write_audio
-from server_tools import running_server
+from server_tools import READ_KEY, running_server
 from test_api import UPLOAD_SR
 
 pytestmark = pytest.mark.slow
@@ -269,18 +269,31 @@ def test_api_key_goes_with_every_request_and_stays_for_the_session(browser, serv
     assert browser.execute_script("return sessionStorage.getItem('simsearch.apiKey');") is None
 
 
-def test_a_refused_key_shows_the_servers_message(browser, server):
-    """The server in main answers a missing or wrong key with a JSON 401/403;
-    here the browser's fetch stands in for it."""
-    _open(browser, server)
-    browser.execute_script("""
-        window.fetch = () => Promise.resolve(new Response(
-            JSON.stringify({error: "forbidden", message: "this API key may not query"}),
-            {status: 403, headers: {"Content-Type": "application/json"}}));""")
-    _look_up(browser, "flare_town_theme")
-    error = _shown_error(browser)
-    assert _text(error, ".message") == "this API key may not query"
-    assert "HTTP 403, forbidden" in error.text and "Check the API key" in error.text
+def test_keys_on_a_server_that_wants_them_for_reads(browser, catalog_dir, tmp_path):
+    """A real keyed server (--keys-for-reads): without a key and with a wrong one
+    the page shows the server's 401 and asks to check the key; with a read key
+    the track and its audio come."""
+    shutil.copytree(catalog_dir, tmp_path / "index")
+    with running_server(tmp_path / "index", tmp_path / "server.log", "--keys-for-reads",
+                        "--media-root", DATA) as srv:
+        _open(browser, srv)
+        key = browser.find_element(By.ID, "api-key")
+        key.clear()
+        for typed, code, message in (("", "missing_key", "this needs a read key: send 'Authorization: Bearer <key>'"),
+                                     ("not-a-key-of-this-server", "invalid_key", "the API key is not valid")):
+            key.clear()
+            if typed:
+                key.send_keys(typed)
+            _look_up(browser, "flare_town_theme")
+            error = _wait(browser, lambda b: _shown_error(b) if _text(_shown_error(b), ".message") == message
+                          else False)
+            assert f"HTTP 401, {code}" in error.text and "Check the API key" in error.text
+        key.clear()
+        key.send_keys(READ_KEY)
+        _look_up(browser, "flare_town_theme")
+        catalog = _wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "article.track audio.catalog-audio"))
+        _wait(browser, lambda b: _media_loaded(b, catalog))
+        key.clear()
 
 
 def test_page_is_self_contained(server):
