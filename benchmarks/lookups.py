@@ -169,6 +169,26 @@ def rss_growth(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int) -> int:
         return pool.apply(_rss_growth_child, (kind, codes, ids, bits))
 
 
+def _engine_rss_child(index_dir: str) -> int:
+    from simsearch.engine import Engine  # imported before measuring: libraries are not the index
+
+    gc.collect()
+    before = rss_bytes()
+    eng = Engine(index_dir)
+    gc.collect()
+    growth = rss_bytes() - before
+    del eng
+    return growth
+
+
+def engine_rss_growth(index_dir) -> int:
+    """How much the resident size of a fresh process grows while it opens
+    the index with `simsearch.engine.Engine` (libraries imported first): what
+    a server holds for the index, allocator overhead included."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_engine_rss_child, (str(index_dir),))
+
+
 STRUCTURES = (
     ("faiss.IndexBinaryHash", "hash", "b={bits}, range_search radius 1"),
     ("faiss.IndexBinaryMultiHash", "multihash", "nhash=2, b={half} (in IndexBinaryIDMap), range_search radius 1"),
