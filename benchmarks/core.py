@@ -388,11 +388,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(index_dir: Path, port: int, log_path: Path, threads: int = 4,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m simsearch serve` on 127.0.0.1, with `env` added to this process's environment."""
     cmd = [sys.executable, "-m", "simsearch", "serve", str(index_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", "4"]
+           "--port", str(port), "--threads", str(threads)]
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> str | None:
