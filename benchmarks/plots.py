@@ -27,6 +27,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, a y axis from 0, a light grid and a small legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
     """One cluster per group, one bar per series (None drawn as a gap)."""
     width = 0.8 / max(1, len(series))
@@ -78,12 +88,8 @@ def latency(deriv_r: dict, path: Path) -> Path:
     for label, key, q in (("p50, all", "all", "p50_ms"), ("p95, all", "all", "p95_ms"),
                           ("p50, clean", "none", "p50_ms"), (f"p50, sped up x{sc['speed']:g}", sp, "p50_ms")):
         ax.plot(hours, [r[key][q] for r in rows], marker="o", label=label)
-    ax.set_xlabel("catalog (hours of audio)")
-    ax.set_ylabel("ms per query (in process, decoded beforehand)")
-    ax.set_title(f"Query time of {sc['excerpt_s']:g} s queries against catalog size")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish_axes(ax, "catalog (hours of audio)", "ms per query (in process, decoded beforehand)",
+                 f"Query time of {sc['excerpt_s']:g} s queries against catalog size")
     return _save(fig, path)
 
 
@@ -99,13 +105,8 @@ def memory(deriv_r: dict, path: Path) -> Path:
             ax.plot(hours, [r[key] / MB for r in rows], marker="o", label=label)
     ax.plot([0, max(hours)], [0, MEMORY_BAR_MB_PER_HOUR * max(hours)], ls="--", color="grey",
             label=f"bar: {MEMORY_BAR_MB_PER_HOUR:g} MB per hour")
-    ax.set_xlabel("catalog (hours of audio)")
-    ax.set_ylabel("MB")
-    ax.set_title("Index size against catalog size")
     ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish_axes(ax, "catalog (hours of audio)", "MB", "Index size against catalog size")
     return _save(fig, path)
 
 
@@ -139,22 +140,12 @@ def load(load_r: dict, path: Path) -> Path:
     a1.plot(n, [x["throughput_rps"] for x in lv], marker="o", label="queries only")
     wa = load_r["while_adding"]
     a1.plot([wa["clients"]], [wa["throughput_rps"]], marker="s", ls="", color="tab:red", label="while adding tracks")
-    a1.set_xscale("log", base=2)
-    a1.set_xticks(n, [str(x) for x in n])
-    a1.set_xlabel("concurrent clients")
-    a1.set_ylabel("requests / s")
-    a1.set_ylim(bottom=0)
-    a1.set_title(f"Throughput (16/1 = {load_r['ratio_16_to_1']:g}x)")
-    a1.grid(alpha=0.3)
-    a1.legend(fontsize=8)
     for q in ("p50_ms", "p99_ms"):
         a2.plot(n, [x[q] for x in lv], marker="o", label=q.replace("_ms", ""))
-    a2.set_xscale("log", base=2)
-    a2.set_xticks(n, [str(x) for x in n])
-    a2.set_xlabel("concurrent clients")
-    a2.set_ylabel("ms per request (client round trip)")
-    a2.set_title(f"Latency, POST /v1/query, server --threads {load_r['server_threads']}")
-    a2.set_ylim(bottom=0)
-    a2.grid(alpha=0.3)
-    a2.legend(fontsize=8)
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(n, [str(x) for x in n])
+    _finish_axes(a1, "concurrent clients", "requests / s", f"Throughput (16/1 = {load_r['ratio_16_to_1']:g}x)")
+    _finish_axes(a2, "concurrent clients", "ms per request (client round trip)",
+                 f"Latency, POST /v1/query, server --threads {load_r['server_threads']}")
     return _save(fig, path)
