@@ -258,7 +258,8 @@ def peer_section(r: dict) -> str:
     ag = p["agreement"]
     return (f"## Side by side: audfprint\n\n{p['peer']['name']} {p['peer']['version']} from PyPI, in its own venv; "
             f"{p['peer']['parameters']}. The same {q['n']} query files ({q['excerpts_per_track_and_length']} "
-            f"excerpt per track and length, {q['tracks']} tracks, core's seeded offsets and transforms) go to both. "
+            f"excerpt per track and length, {q['tracks']} tracks, core's seeded offsets and transforms, and three "
+            f"derivatives made with sox as the derivatives benchmark makes them) go to both. "
             f"simsearch at its default threshold T = {s['threshold']:g}; audfprint at its own default rule.\n\n"
             + report.table(["transform"] + [f"recall@1 {L}: simsearch / audfprint" for L in lengths], rows)
             + "\n\n" + report.table(["", "simsearch", "audfprint"], cost)

@@ -10,7 +10,9 @@ and the same queries as simsearch, in the same run.
   processes), defaults throughout (see the driver's docstring).
 * Queries: core's excerpts k = 0 (one 5 s and one 15 s excerpt per track,
   catalog and out of catalog, the same seeded offsets as core) under every
-  core transform, written once as 16-bit WAV files; simsearch
+  core transform, and three derivatives made as the derivatives benchmark
+  makes them (sox speed x1.05, pitch +2 semitones, tempo x1.08), written once
+  as 16-bit WAV files; simsearch
   (`Engine.query(bytes, min_score=0)`, figures at its default threshold) and
   audfprint (its default rule: a match has more than 5 aligned landmarks at
   its best time skew) answer the very same files.  With --quick, every second
@@ -36,7 +38,7 @@ import numpy as np
 from simsearch.config import MatchConfig
 from simsearch.store import dir_bytes
 
-from . import core, corpus
+from . import core, corpus, derivatives
 from .core import Excerpt
 from .transforms import transforms
 
@@ -44,6 +46,9 @@ PEER = "audfprint2"
 PEER_VERSION = "0.1.2"
 DRIVER = Path(__file__).resolve().parent / "audfprint_driver.py"
 PEER_THRESHOLD = 1  # the driver reports only matches that pass audfprint's own rule
+# Derivatives that a landmark fingerprinter is known not to survive (audfprint
+# issue #35: pitch beyond +-1%, tempo beyond +-5%), to show the difference.
+DERIVATIVES = tuple(d for d in derivatives.DERIVATIVES if d.name in ("speed_x1.05", "pitch_+2st", "tempo_x1.08"))
 log = partial(core.log, bench="peer")
 
 
@@ -71,21 +76,37 @@ def run_driver(python: Path, cmd: str, db: Path, paths: list[str], ncores: int) 
 
 
 class _Ctx:
+    """Per-process state of the query pool besides core's Engine and transforms."""
+
     query_dir = Path("/tmp")
+    tmp_dir = Path("/tmp")
 
 
 def _init_worker(index_dir: str, tmp_dir: str, query_dir: str) -> None:
     core._init_worker(index_dir, tmp_dir)
-    _Ctx.query_dir = Path(query_dir)
+    _Ctx.query_dir, _Ctx.tmp_dir = Path(query_dir), Path(tmp_dir)
+
+
+def derivative_wavs(ex: Excerpt):
+    """(name, cut, WAV bytes) of the DERIVATIVES of one excerpt, made as the
+    derivatives benchmark makes them (source cut long enough for a speed-up)."""
+    cut = core.cut_excerpt(ex, derivatives.source_seconds(ex.length_s))
+    for d in DERIVATIVES:
+        q = derivatives.make_query(d, ex, cut, [], _Ctx.tmp_dir)
+        yield d.name, q.ref, core.wav_bytes(q.y, q.sr)
 
 
 def write_and_query(ex: Excerpt) -> list[dict]:
-    """core.query_excerpt, keeping each WAV on disk for the peer."""
+    """core.query_excerpt plus a few derivatives, keeping each WAV on disk for
+    the peer.  Derivatives are asked at the engine's default MatchConfig (its
+    answer at the default threshold; see derivatives.py on the early exit)."""
     records = []
-    for i, (name, cut, wav) in enumerate(core.transformed_wavs(ex, core._Worker.transforms)):
+    made = [(*x, core.ALL_MATCHES) for x in core.transformed_wavs(ex, core._Worker.transforms)]
+    made += [(*x, MatchConfig()) for x in derivative_wavs(ex)]
+    for i, (name, cut, wav, mcfg) in enumerate(made):
         path = _Ctx.query_dir / f"{ex.seed:010d}-{i}.wav"
         path.write_bytes(wav)
-        rec = core.make_record(ex, name, cut, core._Worker.engine.query(wav, core.ALL_MATCHES))
+        rec = core.make_record(ex, name, cut, core._Worker.engine.query(wav, mcfg))
         records.append({**rec, "wav": str(path)})
     return records
 
@@ -130,7 +151,7 @@ def run_peer(data: Path, work: Path, tracks: list[corpus.Track], index_dir: Path
 
     queried = sorted(tracks, key=lambda t: t.track_id)[:: 2 if quick else 1]
     plan = core.plan_excerpts(queried, 1, core.LENGTHS_S)
-    names = list(transforms(work / "tmp"))
+    names = [*transforms(work / "tmp"), *(d.name for d in DERIVATIVES)]
     sim_records = core.run_queries(plan, write_and_query, _init_worker,
                                    (str(index_dir), str(work / "tmp"), str(query_dir)), jobs, log)
     log(f"{PEER}: matching {len(sim_records)} queries")
