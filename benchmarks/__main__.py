@@ -32,6 +32,7 @@ from . import core, corpus, derivatives, load, peer, plots, report, stages
 
 PARTS = ("core", "derivatives", "stages", "load", "peer")
 LOAD_SECONDS = {"quick": 8.0, "full": 20.0}
+LOAD_ROUNDS = {"quick": 1, "full": 3}
 STAGE_EVERY = {"quick": 4, "full": 1}  # every n-th catalog track goes through the stage timing
 log = core.log
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     index_dir = work / "indexes" / "core"
     stages_r = part("stages", lambda: stages.measure_stages(catalog[:: STAGE_EVERY[mode]], work / "tmp"),
                     lambda: previous["stages"])
-    load_r = part("load", lambda: load.measure_load(index_dir, work, tracks, LOAD_SECONDS[mode]),
+    load_r = part("load", lambda: load.measure_load(index_dir, work, tracks, LOAD_SECONDS[mode], LOAD_ROUNDS[mode]),
                   lambda: previous["load"])
     peer_r = part("peer", lambda: peer.run_peer(data, work, tracks, index_dir, core_r["indexing"], args.jobs,
                                                 args.quick), lambda: previous["peer"])
@@ -212,18 +213,25 @@ def load_section(r: dict) -> str:
     ld = r["load"]
     if "skipped" in ld:
         return f"## HTTP load\n\nSkipped: {ld['skipped']}"
-    rows = [[x["clients"], x["requests"], x["failed"], x["throughput_rps"], x["p50_ms"], x["p99_ms"],
-             x["server_cores_busy"], f"{x['correct_top']}/{x['ok']}"] for x in ld["levels"]]
+    def row(x: dict, label) -> list:
+        return [label, x["requests"], x["failed"], x["throughput_rps"], x["p50_ms"], x["p99_ms"],
+                x["server_cores_busy"], x.get("server_cpu_ms_per_request", "-"), x.get("load_average_1min", "-"),
+                f"{x['correct_top']}/{x['ok']}"]
+
     wa = ld["while_adding"]
-    rows.append([f"{wa['clients']} + 1 adding tracks", wa["requests"], wa["failed"], wa["throughput_rps"],
-                 wa["p50_ms"], wa["p99_ms"], wa["server_cores_busy"], f"{wa['correct_top']}/{wa['ok']}"])
+    rows = [row(x, x["clients"]) for x in ld["levels"]] + [row(wa, f"{wa['clients']} + 1 adding tracks")]
+    rounds = ld.get("rounds", 1)
+    every = "; ".join(f"{x['clients']}: " + ", ".join(f"{r[i]['throughput_rps']:g}" for r in ld["all_rounds"])
+                      for i, x in enumerate(ld["levels"])) if rounds > 1 else ""
     ad = wa["adds"]
     return (f"## HTTP load\n\n`python -m simsearch serve --threads {ld['server_threads']}` on 127.0.0.1 ({ld['cores']} "
             f"cores, clients in the same machine), clean {ld['excerpt_s']:g} s excerpts as 44.1 kHz WAV, "
-            f"{ld['seconds_per_level']:g} s per level. Throughput = successful requests / wall seconds; latency is "
-            f"the client's round trip; server cores busy = the server's CPU seconds / wall seconds.\n\n"
+            f"{ld['seconds_per_level']:g} s per level, {rounds} round(s) of 1, 4, 16 clients, each level shown by its "
+            f"best round{' (req/s of every round: ' + every + ')' if every else ''}. Throughput = successful "
+            f"requests / wall seconds; latency is the client's round trip; server cores busy = the server's CPU "
+            f"seconds / wall seconds; load = the machine's 1-minute load average after the level.\n\n"
             + report.table(["clients", "requests", "failed", "req/s", "p50 ms", "p99 ms", "server cores busy",
-                            "top match right"], rows)
+                            "server CPU ms / request", "load", "top match right"], rows)
             + f"\n\n16 clients / 1 client: **{ld['ratio_16_to_1']:g}x** (bar: 1.6x). While adding: {ad['ok']} tracks "
               f"({ad['audio_seconds']:g} s of audio) added, {ad['failed']} failed, p50 "
               f"{report.num(ad['p50_ms'], '{:g}')} ms per addition.")
