@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import resource
 import sys
 import time
 
@@ -81,7 +80,8 @@ def match(db: str, paths: list[str], ncores: int) -> None:
     t0 = time.perf_counter()
     _HT = hash_table.HashTable(db)
     load_s = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as fh:  # VmHWM: ru_maxrss would carry the parent's peak across exec
+        rss = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
     print(json.dumps({"load_seconds": round(load_s, 2), "maxrss_after_load_bytes": rss}), flush=True)
     with mp.get_context("fork").Pool(ncores, initializer=_init, initargs=(db,)) as pool:
         for rec in pool.imap(_match, paths, chunksize=4):

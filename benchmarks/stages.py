@@ -16,18 +16,18 @@ on its own:
               checksum), as a build flushes its batch.
 
 Speeds are x real time per core: audio seconds / wall seconds of the stage in
-one single-threaded process.  Peak memory is the process's `ru_maxrss`
-(resource.getrusage, the kernel's high-water mark of resident memory, native
-allocations of numpy, FAISS and HDF5 included; tracemalloc would miss FAISS),
-read after start-up (imports and numba warm-up) and at the end.  ffmpeg's
-own peak is not given: Linux keeps a parent's high-water mark across fork and
-exec, so `RUSAGE_CHILDREN` reports this process's peak again.
+one single-threaded process.  Peak memory is the process's VmHWM (the
+kernel's high-water mark of its resident memory, /proc/self/status; native
+allocations of numpy, FAISS and HDF5 included, which tracemalloc would miss),
+read after start-up (imports and numba warm-up) and at the end.  Not
+`resource.getrusage().ru_maxrss`: Linux carries that figure across fork and
+exec, so a spawned process reports its parent's peak when that was higher
+(and RUSAGE_CHILDREN cannot give ffmpeg's own peak for the same reason).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +39,13 @@ FEATURE_PARTS = ("spectrogram", "peaks", "triplets_codes")
 INSERT_PARTS = ("faiss_add", "hdf5_write")
 
 
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+def _peak_rss_bytes() -> int:
+    """VmHWM of this process (reset by exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _measure(paths: list[tuple[str, str]], tmp_dir: str) -> dict:
@@ -51,7 +56,7 @@ def _measure(paths: list[tuple[str, str]], tmp_dir: str) -> dict:
     cfg = FeatureConfig().validate()
     rng = np.random.default_rng(0)
     features.reference_fingerprint(0.1 * rng.standard_normal(5 * cfg.sample_rate).astype(np.float32), cfg)
-    rss_start = _maxrss_bytes()
+    rss_start = _peak_rss_bytes()
 
     t = dict.fromkeys((*FEATURE_PARTS, "decode", "faiss_add", "hdf5_write"), 0.0)
     hx = index.HashIndex(cfg.hash_cardinality)
@@ -83,7 +88,7 @@ def _measure(paths: list[tuple[str, str]], tmp_dir: str) -> dict:
         segment_bytes = seg.stat().st_size
     return {"tracks": len(paths), "audio_seconds": audio_s, "seconds": t, "vectors": hx.ntotal,
             "segment_bytes": segment_bytes, "faiss_memory_bytes": hx.memory_bytes(),
-            "maxrss_after_startup_bytes": rss_start, "maxrss_peak_bytes": _maxrss_bytes()}
+            "peak_rss_after_startup_bytes": rss_start, "peak_rss_bytes": _peak_rss_bytes()}
 
 
 def measure_stages(tracks: list, tmp_dir: Path) -> dict:
@@ -106,8 +111,8 @@ def measure_stages(tracks: list, tmp_dir: Path) -> dict:
         "parts": {k: {"seconds": round(v, 3), "x_real_time_per_core": speed(v)} for k, v in sec.items()},
         "total": {"seconds": round(total, 3), "x_real_time_per_core": speed(total)},
         "segment_bytes": raw["segment_bytes"], "faiss_memory_bytes": raw["faiss_memory_bytes"],
-        "memory": {"kind": "ru_maxrss of the spawned process (resource.getrusage)",
-                   "after_startup_bytes": raw["maxrss_after_startup_bytes"],
-                   "peak_bytes": raw["maxrss_peak_bytes"],
-                   "growth_bytes": raw["maxrss_peak_bytes"] - raw["maxrss_after_startup_bytes"]},
+        "memory": {"kind": "VmHWM of the spawned process (/proc/self/status)",
+                   "after_startup_bytes": raw["peak_rss_after_startup_bytes"],
+                   "peak_bytes": raw["peak_rss_bytes"],
+                   "growth_bytes": raw["peak_rss_bytes"] - raw["peak_rss_after_startup_bytes"]},
     }
