@@ -131,13 +131,14 @@ def timed_lookup(lookup: Lookup, probes: np.ndarray, repeats: int,
     return best, hits
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """Resident set size of this process (`VmRSS`), or another size field of
+    /proc/self/status such as its high-water mark `VmHWM`."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def build_structure(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int):

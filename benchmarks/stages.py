@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .lookups import rss_bytes
+
 STAGES = ("decode", "features", "insert")
 FEATURE_PARTS = ("spectrogram", "peaks", "triplets_codes")
 INSERT_PARTS = ("faiss_add", "hdf5_write")
@@ -41,11 +43,7 @@ INSERT_PARTS = ("faiss_add", "hdf5_write")
 
 def _peak_rss_bytes() -> int:
     """VmHWM of this process (reset by exec, unlike ru_maxrss)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    return rss_bytes("VmHWM")
 
 
 def _measure(paths: list[tuple[str, str]], tmp_dir: str) -> dict:
