@@ -187,15 +187,20 @@ def _init_worker(index_dir: str, tmp_dir: str) -> None:
     _Worker.transforms = transforms(Path(tmp_dir))
 
 
+def transformed_wavs(ex: Excerpt, tfs: dict):
+    """Cut one excerpt and yield (transform name, cut, 16-bit WAV bytes) for
+    every transform of `tfs`, each seeded from the excerpt (so any benchmark
+    that queries the same excerpt gets the same audio)."""
+    cut = cut_excerpt(ex)
+    for i, (name, fn) in enumerate(tfs.items()):
+        y, sr = fn(cut.y, cut.sr, seed=ex.seed + i)
+        yield name, cut, wav_bytes(y, sr)
+
+
 def query_excerpt(ex: Excerpt) -> list[dict]:
     """Cut one excerpt and query it under every transform."""
-    cut = cut_excerpt(ex)
-    records = []
-    for i, (name, fn) in enumerate(_Worker.transforms.items()):
-        y, sr = fn(cut.y, cut.sr, seed=ex.seed + i)
-        res = _Worker.engine.query(wav_bytes(y, sr), ALL_MATCHES)
-        records.append(make_record(ex, name, cut, res))
-    return records
+    return [make_record(ex, name, cut, _Worker.engine.query(wav, ALL_MATCHES))
+            for name, cut, wav in transformed_wavs(ex, _Worker.transforms)]
 
 
 def run_queries(plan: list, query_fn, initializer, initargs: tuple, jobs: int, log_fn=None) -> list[dict]:
@@ -383,11 +388,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(index_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(index_dir: Path, port: int, log_path: Path, threads: int = 4,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m simsearch serve` on 127.0.0.1, with `env` added to this process's environment."""
     cmd = [sys.executable, "-m", "simsearch", "serve", str(index_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", "4"]
+           "--port", str(port), "--threads", str(threads)]
     with open(log_path, "wb") as log_file:
-        return subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> str | None:
@@ -531,7 +539,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="JSON results (default benchmarks/results/core.json, core-quick.json with --quick); "
                                   "the markdown goes beside it with .md")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes for indexing and accuracy queries")
+    add_work_arg(ap)
     return ap.parse_args(argv)
+
+
+def add_work_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--work", help="scratch directory for indexes, temporary audio and checkpoints "
+                                   "(default: the data directory)")
+
+
+def work_dir(args: argparse.Namespace, data: Path) -> Path:
+    """Where a run writes its indexes (WORK/indexes), scratch audio (WORK/tmp) and checkpoints."""
+    work = Path(args.work) if args.work else data
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -539,8 +560,8 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     data = corpus.data_dir(args.data)
     out = Path(args.out) if args.out else RESULTS / ("core-quick.json" if args.quick else "core.json")
-    tmp_dir = data / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, data)
+    tmp_dir = work / "tmp"
     per_track = 1 if args.quick else 3
     n_latency = 8 if args.quick else 20
     clock = PhaseClock("core")
@@ -553,7 +574,7 @@ def main(argv: list[str] | None = None) -> dict:
     phase("corpus", t0)
 
     t0 = time.perf_counter()
-    index_dir = data / "indexes" / "core"
+    index_dir = work / "indexes" / "core"
     indexing = build_catalog(index_dir, catalog, args.jobs)
     phase("indexing", t0)
 
@@ -561,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(transforms(tmp_dir))
     plan = plan_excerpts(tracks, per_track, LENGTHS_S)
     records = run_accuracy_queries(index_dir, plan, tmp_dir, args.jobs)
-    write_text(data / f"{out.stem}-records.json", json.dumps(records))  # checkpoint: the costly part
+    write_text(work / f"{out.stem}-records.json", json.dumps(records))  # checkpoint: the costly part
     phase("accuracy_queries", t0)
 
     threshold = MatchConfig().min_score

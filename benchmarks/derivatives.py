@@ -38,7 +38,7 @@ import numpy as np
 from simsearch import audio, engine
 from simsearch.config import MatchConfig
 
-from . import core, corpus, report
+from . import core, corpus, lookups, report
 from .core import Cut, Excerpt, length_key, percentile_or_none, rate
 from .transforms import SPEECH_TOOLS, TOOLS, embed, mix, resample, sox_effect, speech
 
@@ -487,6 +487,7 @@ def measure_scaling(subsets: dict, index_root: Path, tmp_dir: Path, jobs: int) -
         st = eng.stats()
         rows.append({"fraction": f, "index_dir": str(index_dir), "tracks": st["tracks"], "hours": st["hours"],
                      "vectors": st["vectors"], "bytes_in_memory": st["bytes_in_memory"],
+                     "bytes_on_disk": st["bytes_on_disk"], "rss_growth_bytes": lookups.engine_rss_growth(index_dir),
                      "build_x_real_time": ix["x_real_time"],
                      "all": core.percentiles([v for vs in ms.values() for v in vs]),
                      **{name: core.percentiles(vs) for name, vs in ms.items()},
@@ -641,6 +642,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="JSON results (default benchmarks/results/derivatives.json, derivatives-quick.json "
                                   "with --quick); the markdown goes beside it with .md")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes for indexing and queries")
+    core.add_work_arg(ap)
     return ap.parse_args(argv)
 
 
@@ -650,8 +652,8 @@ def main(argv: list[str] | None = None) -> dict:
     env = core.environment()  # now: the engine measured is the one imported at the start
     data = corpus.data_dir(args.data)
     out = Path(args.out) if args.out else RESULTS / ("derivatives-quick.json" if args.quick else "derivatives.json")
-    tmp_dir = data / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    work = core.work_dir(args, data)
+    tmp_dir = work / "tmp"
     per_track = 1 if args.quick else 2
     clock = core.PhaseClock("derivatives")
     timings, loads, phase = clock.timings, clock.loads, clock.done
@@ -664,7 +666,7 @@ def main(argv: list[str] | None = None) -> dict:
     phase("corpus", t0)
 
     t0 = time.perf_counter()
-    index_dir = data / "indexes" / "core"
+    index_dir = work / "indexes" / "core"
     index = ensure_catalog_index(index_dir, catalog, args.jobs)
     phase("catalog_index", t0)
 
@@ -673,7 +675,7 @@ def main(argv: list[str] | None = None) -> dict:
     plan = plan_items(queried, per_track)
     records = core.run_queries(plan, query_item, _init_worker, (str(index_dir), str(tmp_dir), out_tracks),
                                args.jobs, log)
-    core.write_text(data / f"{out.stem}-records.json", json.dumps(records))  # checkpoint: the costly part
+    core.write_text(work / f"{out.stem}-records.json", json.dumps(records))  # checkpoint: the costly part
     phase("queries", t0)
 
     threshold = MatchConfig().min_score
@@ -683,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict:
     chosen = core.choose_threshold(sweep, core.MAX_FALSE_ALARM_RATE)
 
     t0 = time.perf_counter()
-    scaling = measure_scaling(catalog_subsets(catalog), data / "indexes", tmp_dir, args.jobs)
+    scaling = measure_scaling(catalog_subsets(catalog), work / "indexes", tmp_dir, args.jobs)
     phase("scaling", t0)
 
     timings["total"] = round(time.perf_counter() - t_start, 1)

@@ -131,13 +131,14 @@ def timed_lookup(lookup: Lookup, probes: np.ndarray, repeats: int,
     return best, hits
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """Resident set size of this process (`VmRSS`), or another size field of
+    /proc/self/status such as its high-water mark `VmHWM`."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def build_structure(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int):
@@ -167,6 +168,26 @@ def rss_growth(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int) -> int:
     allocator overhead included."""
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(_rss_growth_child, (kind, codes, ids, bits))
+
+
+def _engine_rss_child(index_dir: str) -> int:
+    from simsearch.engine import Engine  # imported before measuring: libraries are not the index
+
+    gc.collect()
+    before = rss_bytes()
+    eng = Engine(index_dir)
+    gc.collect()
+    growth = rss_bytes() - before
+    del eng
+    return growth
+
+
+def engine_rss_growth(index_dir) -> int:
+    """How much the resident size of a fresh process grows while it opens
+    the index with `simsearch.engine.Engine` (libraries imported first): what
+    a server holds for the index, allocator overhead included."""
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_engine_rss_child, (str(index_dir),))
 
 
 STRUCTURES = (
