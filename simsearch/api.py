@@ -16,7 +16,7 @@ from .audio import wav_bytes
 from .auth import allows
 from .config import ApiConfig, MatchConfig
 from .engine import Engine
-from .errors import Busy, EmptyInput, ParameterError, SimsearchError
+from .errors import Busy, EmptyInput, ParameterError, SimsearchError, upload_too_large
 from .openapi import openapi_document
 
 EXT = "simsearch"
@@ -104,7 +104,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         code = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}.get(exc.code, "http_error")
         msg = exc.description or exc.name
         if exc.code == 413:
-            msg = f"upload is larger than the limit of {api_config.max_upload_bytes} bytes"
+            msg = upload_too_large(api_config.max_upload_bytes)
         return _error(exc.code or 500, code, msg)
 
     @app.errorhandler(Exception)

@@ -102,7 +102,7 @@ def _decode_any(opener, raw, sample_rate: int, limits: DecodeLimits, deadline: f
 
 
 def read_excerpt(path: str | os.PathLike, start_s: float, duration_s: float,
-                 timeout_s: float = 60.0) -> tuple[np.ndarray, int]:
+                 limits: DecodeLimits = DecodeLimits()) -> tuple[np.ndarray, int]:
     """Samples of the file at `path` from `start_s` for at most `duration_s`
     seconds, for listening: [n, channels] float32 at the file's own rate, with
     one or two channels (more are mixed down to mono).
@@ -126,7 +126,7 @@ def read_excerpt(path: str | os.PathLike, start_s: float, duration_s: float,
     channels = channels if channels <= 2 else 1
     parts: list[np.ndarray] = []
     _run_ffmpeg(path, ["-ss", f"{start_s:.6f}", "-t", f"{duration_s:.6f}"], ["-ac", str(channels), "-ar", str(sr)],
-                parts.append, time.monotonic() + timeout_s, DecodeLimits(timeout_s=timeout_s), allow_empty=True)
+                parts.append, time.monotonic() + limits.timeout_s, limits, allow_empty=True)
     y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return y[: len(y) // channels * channels].reshape(-1, channels), sr
 
@@ -178,15 +178,16 @@ class _Collector:
             raise AudioTooLong(f"audio lasts over the limit of {self.limits.max_duration_s:.0f} s")
         if time.monotonic() > self.deadline:
             raise DecodeTimeout(f"decoding took longer than {self.limits.timeout_s:.0f} s")
-        if not np.all(np.isfinite(y)):
+        peak = float(np.max(np.abs(y))) if len(y) else 0.0  # NaN or inf when any sample is
+        if not np.isfinite(peak):
             raise BadAudio("audio contains NaN or infinite samples")
-        if len(y) and float(np.max(np.abs(y))) > MAX_SAMPLE_MAGNITUDE:
-            raise BadAudio(f"sample values reach {float(np.max(np.abs(y))):.3g}, far outside audio's range "
+        if peak > MAX_SAMPLE_MAGNITUDE:
+            raise BadAudio(f"sample values reach {peak:.3g}, far outside audio's range "
                            f"(full scale is 1; at most {MAX_SAMPLE_MAGNITUDE:g} is accepted)")
         if self._stream is not None:
             y = self._stream.resample_chunk(y, last=last)
         if len(y):
-            self.out.append(np.array(y, dtype=np.float32))
+            self.out.append(np.asarray(y, dtype=np.float32))
 
     def finish(self) -> np.ndarray:
         self.add(np.zeros(0, np.float32), last=True)

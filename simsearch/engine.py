@@ -99,12 +99,16 @@ def validate_track_id(track_id: str) -> str:
     return track_id
 
 
-def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits,
-                       prefer_ffmpeg: bool = False) -> tuple[float, np.ndarray, features.Triplets]:
-    """Duration, codes and triplets of one catalog track."""
-    y = decode_audio(source, cfg.sample_rate, limits, prefer_ffmpeg)
+def fingerprint_samples(y: np.ndarray, cfg: FeatureConfig) -> tuple[float, np.ndarray, features.Triplets]:
+    """Duration, codes and triplets of one catalog track, decoded (mono at cfg.sample_rate)."""
     codes, tr = features.reference_fingerprint(y, cfg)
     return len(y) / cfg.sample_rate, codes, tr
+
+
+def fingerprint_source(source: Source, cfg: FeatureConfig, limits: DecodeLimits,
+                       prefer_ffmpeg: bool = False) -> tuple[float, np.ndarray, features.Triplets]:
+    """fingerprint_samples() of a file or its bytes."""
+    return fingerprint_samples(decode_audio(source, cfg.sample_rate, limits, prefer_ffmpeg), cfg)
 
 
 def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, features.Triplets]]) -> store.TrackBatch:
@@ -337,7 +341,7 @@ class Engine:
         if not stat.S_ISREG(mode):
             raise AudioUnavailable(f"the audio file of track {track_id!r} is not a regular file")
         try:
-            return read_excerpt(real, start_s, min(end_s, info.duration) - start_s, self.limits.timeout_s)
+            return read_excerpt(real, start_s, min(end_s, info.duration) - start_s, self.limits)
         except (BadAudio, DecoderUnavailable) as exc:
             raise AudioUnavailable(f"the audio file of track {track_id!r} cannot be read: {exc}") from None
 
@@ -360,8 +364,7 @@ class Engine:
     def add_samples(self, track_id: str, y: np.ndarray, path: str = "", meta: dict | None = None) -> TrackInfo:
         """add() for decoded audio (mono float32 at the index's rate)."""
         self.check_new_id(track_id)
-        codes, tr = features.reference_fingerprint(y, self.config)
-        duration = len(y) / self.config.sample_rate
+        duration, codes, tr = fingerprint_samples(y, self.config)
         return self.add_fingerprints([(track_id, duration, path, meta or {}, codes, tr)])[0]
 
     def add_fingerprints(self, items) -> list[TrackInfo]:

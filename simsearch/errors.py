@@ -1,6 +1,11 @@
 """One root error and a few specific ones; the API maps each to a 4xx."""
 
 
+def upload_too_large(limit_bytes: int) -> str:
+    """The message of a 413 for an upload over the limit (the app's and the WSGI server's)."""
+    return f"upload is larger than the limit of {limit_bytes} bytes"
+
+
 class SimsearchError(Exception):
     """Root of every error simsearch raises on purpose."""
 

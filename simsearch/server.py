@@ -13,6 +13,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
+from .errors import upload_too_large
+
 _CODES = {400: "bad_request", 413: "too_large", 431: "headers_too_large", 501: "not_implemented"}
 
 
@@ -23,7 +25,7 @@ class _JsonErrorTask(ErrorTask):
         e = self.request.error
         message = f"{e.reason}: {e.body}".strip()
         if e.code == 413 and self.upload_limit_bytes is not None:  # the same words as the app's own 413
-            message = f"upload is larger than the limit of {self.upload_limit_bytes} bytes"
+            message = upload_too_large(self.upload_limit_bytes)
         body = json.dumps({"error": _CODES.get(e.code, "http_error"), "message": message}).encode()
         self.status = f"{e.code} {e.reason}"
         self.response_headers.append(("Content-Type", "application/json"))

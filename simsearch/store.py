@@ -142,10 +142,7 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
     if m is None:
         raise IndexCorrupt(f"{path}: not a segment file name")
     if verify and sha256_file(path)[:16] != m.group(2):
-        raise IndexCorrupt(
-            f"{path}: checksum mismatch, the file is damaged. Recover with "
-            f"`simsearch repair {path.parent.parent}` (drops the damaged segment's tracks, then re-add them), "
-            f"`simsearch build {path.parent.parent} SOURCE...`, or a backup")
+        raise IndexCorrupt(f"{path}: checksum mismatch, the file is damaged. {_recovery(path)}")
     try:
         with h5py.File(path, "r") as h:
             version = int(h.attrs.get("format_version", -1))
@@ -163,10 +160,14 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
                 [s.decode() if isinstance(s, bytes) else s for s in g["meta"][()]],
                 g["count"][()], f["codes"][()], f["t1"][()], f["f1"][()], f["span"][()])
     except (OSError, KeyError) as exc:
-        raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}). Recover with `simsearch repair "
-                           f"{path.parent.parent}` (drops the damaged segment's tracks, then re-add them), "
-                           f"`simsearch build {path.parent.parent} SOURCE...`, or a backup") from None
+        raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}). {_recovery(path)}") from None
     return batch
+
+
+def _recovery(segment: Path) -> str:
+    index_dir = segment.parent.parent
+    return (f"Recover with `simsearch repair {index_dir}` (drops the damaged segment's tracks, then re-add "
+            f"them), `simsearch build {index_dir} SOURCE...`, or a backup")
 
 
 def list_segments(gen_dir: Path) -> list[Path]:

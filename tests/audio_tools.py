@@ -60,12 +60,18 @@ def resample(y: np.ndarray, sr: int, new_sr: int) -> np.ndarray:
     return y if sr == new_sr else soxr.resample(y, sr, new_sr).astype(np.float32)
 
 
+def _channel_gains(channels: int) -> np.ndarray:
+    return np.linspace(1.0, 0.6, channels, dtype=np.float32) if channels > 1 else np.ones(1, np.float32)
+
+
 def to_channels(y: np.ndarray, channels: int) -> np.ndarray:
     """[n, channels]: the channels differ in level, so a mix-down has to average."""
-    if channels == 1:
-        return y[:, None]
-    gains = np.linspace(1.0, 0.6, channels, dtype=np.float32)
-    return y[:, None] * gains[None, :]
+    return y[:, None] * _channel_gains(channels)[None, :]
+
+
+def mix_gain(channels: int) -> float:
+    """The level of the mono mix-down (the channels' mean) of to_channels(y, channels), relative to y."""
+    return float(np.mean(_channel_gains(channels)))
 
 
 _SF_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),

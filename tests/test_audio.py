@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import simsearch.audio
-from audio_tools import audio_bytes, png_bytes, tone, write_audio
+from audio_tools import audio_bytes, mix_gain, png_bytes, tone, write_audio
 from simsearch.audio import DecodeLimits, decode_audio, read_excerpt
 from simsearch.errors import AudioTooLong, AudioTooShort, BadAudio, DecoderUnavailable, DecodeTimeout
 
@@ -36,7 +36,7 @@ def test_formats_decode_to_mono_at_the_engine_rate(tmp_path, fmt, sr, channels):
     path = write_audio(tmp_path / f"probe.{fmt.split('-')[0]}", _probe_signal(sr), sr, fmt, channels)
     y = decode_audio(path, SR)
     # to_channels scales the channels from 1.0 down to 0.6; the mix is their mean.
-    gain = float(np.mean(np.linspace(1.0, 0.6, channels))) if channels > 1 else 1.0
+    gain = mix_gain(channels)
     _assert_same_signal(y / gain, SR)
     from_bytes = decode_audio(path.read_bytes(), SR)
     if fmt in ("m4a", "opus"):  # ffmpeg reading a pipe may not see the container's trailer
@@ -174,7 +174,7 @@ def test_decoding_is_bounded_in_time(tmp_path):
 def test_any_rate_and_channel_count_streams_to_the_engine_rate(sr, channels):
     """Blocks are mixed and resampled as they come, so the output equals a one-shot resampling."""
     y = decode_audio(audio_bytes(_probe_signal(sr, 3.0), sr, "wav", channels), SR)
-    gain = float(np.mean(np.linspace(1.0, 0.6, channels))) if channels > 1 else 1.0
+    gain = mix_gain(channels)
     _assert_same_signal(y / gain, SR, seconds=3.0)
 
 
@@ -183,7 +183,7 @@ def test_mp3_decodes_whole_despite_libsndfile_block_reads(tmp_path):
     stream; a 20 s MP3 (several blocks long) must decode to the same signal as ffmpeg's."""
     path = write_audio(tmp_path / "long.mp3", _probe_signal(44100, 20.0), 44100, "mp3", 2)
     a = decode_audio(path, SR)
-    _assert_same_signal(a / float(np.mean(np.linspace(1.0, 0.6, 2))), SR, seconds=20.0)
+    _assert_same_signal(a / mix_gain(2), SR, seconds=20.0)
 
 
 @pytest.mark.parametrize("value", [1e5, -3e20, 3.0e38])
