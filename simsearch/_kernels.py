@@ -109,7 +109,9 @@ def peak_triplets(t, f, fanout, min_span, max_span, max_df):
             ja = targets[a]
             for b in range(a + 1, nt):
                 jb = targets[b]
-                if t[jb] - t[i] >= min_span and np.floor(t[jb] + 0.5) > np.floor(t[ja] + 0.5):
+                # Distinct frames (not "later": on a plateau, a peak refined to
+                # t + 0.5 rounds past a later-listed peak of the next frame).
+                if t[jb] - t[i] >= min_span and np.floor(t[jb] + 0.5) != np.floor(t[ja] + 0.5):
                     out[k, 0] = i
                     out[k, 1] = ja
                     out[k, 2] = jb
