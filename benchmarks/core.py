@@ -49,7 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 LENGTHS_S = (5.0, 15.0)
 LATENCY_LENGTH_S = 10.0
-SWEEP_THRESHOLDS = tuple(range(4, 31))
+# Scores are sums of hit weights in (0, 1]: half steps where the threshold is chosen.
+SWEEP_THRESHOLDS = tuple(x / 2 for x in range(6, 30)) + tuple(range(15, 31))
 MAX_FALSE_ALARM_RATE = 0.002
 SILENCE_DB = -50.0  # an excerpt quieter than this (RMS, dBFS) is drawn again
 MAX_DRAWS = 20
@@ -282,7 +283,7 @@ def accuracy_at(records: list[dict], threshold: float, names: list[str], lengths
     }
 
 
-def threshold_sweep(records: list[dict], thresholds: tuple[int, ...], names: list[str],
+def threshold_sweep(records: list[dict], thresholds: tuple[float, ...], names: list[str],
                     lengths: tuple[float, ...]) -> list[dict]:
     cat = [r for r in records if r["in_catalog"]]
     out = [r for r in records if not r["in_catalog"]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .auth import KeyRing
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: peaks ranked by spectral contrast (FeatureConfig.contrast_bins)
 
 # Audio samples are nominally within +-1 (float formats may exceed it a little);
 # 80 dB over full scale is garbage, refused by the decoder, and would overflow
@@ -42,6 +42,12 @@ class FeatureConfig:
     peak_time_radius: int = 4
     peak_freq_radius: int = 6
     floor_db: float = -90.0
+    # Peaks compete for their block's quota (below) by contrast: their level
+    # less the mean level of the +-`contrast_bins` bins around them in their
+    # frame (0: by level alone).  Reverb, noise and a mixed-in voice raise the
+    # spectrum's floor broadly; a partial standing out of its neighbourhood
+    # survives them, a loud but flat region does not earn a peak.
+    contrast_bins: int = 24
     # Density of the catalog side: at most `ref_peaks_per_block` peaks per
     # `density_block_s` seconds, each anchoring triplets with its next
     # `ref_fanout` peaks.  (The query side's density is in MatchConfig.)
@@ -93,6 +99,8 @@ class FeatureConfig:
             raise ParameterError(f"top of the log-frequency axis ({fmax:.0f} Hz) must stay below Nyquist")
         if self.n_bins * 2 >= 512 or self.max_span * 2 >= 256:
             raise ParameterError("n_bins must be < 256 and max_span < 128 to fit the hit payload")
+        if self.contrast_bins < 0:
+            raise ParameterError("contrast_bins must be >= 0")
         if self.hash_cardinality >= 2**48:
             raise ParameterError("hash fields do not fit in 48 bits")
         return self
@@ -119,6 +127,10 @@ class MatchConfig:
     # so that the catalog's triplets are found among them despite noise.
     query_peaks_per_block: int = 18
     query_fanout: int = 5
+    # The wide pass (off unit speed and pitch) runs only when the unit-speed
+    # pass found no plain copy: transformed audio keeps fewer of the catalog's
+    # triplets, so it gets more triplets per anchor (more probes, more time).
+    wide_query_fanout: int = 6
     # Search range: reference speed inside the query (1.25 = sped up by 25%)
     # and the query's pitch shift in semitones (whatever its cause: resampling
     # moves pitch with speed, a pitch shifter without it).
@@ -133,6 +145,11 @@ class MatchConfig:
     # Alignment: hits agree when they fall within `align_tol_s` of one line
     # (reference time = offset + speed * query time).
     align_tol_s: float = 0.064
+    # Score: each aligned anchor pair weighs a Gaussian of its distance from
+    # the line, in time (seconds) and in pitch (semitones).  True hits sit
+    # within about half a frame; chance hits scatter over +-align_tol_s.
+    hit_time_sigma_s: float = 0.016
+    hit_pitch_sigma: float = 0.15
     speed_step: float = 0.02  # coarsest speed step; finer for long queries
     pitch_tol: float = 0.5
     # A match's time range leaves out small runs of aligned hits set apart
@@ -147,7 +164,7 @@ class MatchConfig:
     off_unit_penalty: float = 4.0
     # Decision: matches scoring less are not returned (chosen on the benchmark:
     # see benchmarks/results/core.md, "Threshold sweep").
-    min_score: float = 9.0
+    min_score: float = 6.5
     # A plain copy of the whole query scoring this much ends the search after
     # the unit-speed pass (the wide pass is skipped).
     early_exit_score: float = 25.0

@@ -263,17 +263,19 @@ class Engine:
                       t0: float | None = None) -> QueryResult:
         """Match decoded audio (mono float32 at the index's rate).
 
-        Two passes over the same query triplets: first near unit speed and
-        pitch (few probes, cheap); when that finds a convincing plain copy of
-        the whole query (score >= early_exit_score), it is the answer.
-        Otherwise the whole searched range of speed and pitch follows, and the
-        two passes' matches are merged.
+        Two passes over the same query peaks: first near unit speed and pitch
+        (few probes, cheap); when that finds a convincing plain copy of the
+        whole query (score >= early_exit_score), it is the answer.  Otherwise
+        the whole searched range of speed and pitch follows, with more
+        triplets per anchor (wide_query_fanout), and the two passes' matches
+        are merged.
         """
         t0 = time.perf_counter() if t0 is None else t0
         mcfg = match_config or self.match_config
         cfg = self.config
         duration = len(y) / cfg.sample_rate
-        q = features.query_triplets(y, cfg, mcfg)
+        peaks = features.query_peaks(y, cfg, mcfg)
+        q = features.peak_triplets(peaks, cfg, mcfg.query_fanout)
         narrow = mcfg.narrowed()
         with self._lock.read():
             names = self.by_number
@@ -284,6 +286,8 @@ class Engine:
                           and matches[0].score >= max(mcfg.min_score, mcfg.early_exit_score))
             if narrow != mcfg and not plain_copy:
                 best = {m.track_id: m for m in matches}
+                if mcfg.wide_query_fanout != mcfg.query_fanout:
+                    q = features.peak_triplets(peaks, cfg, mcfg.wide_query_fanout)
                 for m in self._search(q, mcfg, len(y), names):
                     if m.track_id not in best or m.score > best[m.track_id].score:
                         best[m.track_id] = m

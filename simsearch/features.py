@@ -103,8 +103,27 @@ def spectral_peaks(S: np.ndarray, cfg: FeatureConfig, per_block: int) -> Peaks:
         raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
     t, f, v = K.spectral_peaks(np.ascontiguousarray(S, np.float32), cfg.peak_time_radius,
                                cfg.peak_freq_radius, np.float32(cfg.floor_db))
-    keep = _strongest_per_block(t, v, cfg.density_block_s / cfg.frame_seconds, per_block)
+    rank = peak_contrast(S, t, f, cfg.contrast_bins) if cfg.contrast_bins else v
+    keep = _strongest_per_block(t, rank, cfg.density_block_s / cfg.frame_seconds, per_block)
     return Peaks(t[keep], f[keep], v[keep])
+
+
+def peak_contrast(S: np.ndarray, t: np.ndarray, f: np.ndarray, half_width: int) -> np.ndarray:
+    """Level of each peak (at its nearest cell) less the mean of S over the
+    +-`half_width` bins around it in its frame (clipped at the axis ends), dB."""
+    n, m = S.shape
+    if len(t) == 0:
+        return np.zeros(0, np.float32)
+    ti = np.clip(np.rint(t).astype(np.int64), 0, n - 1)
+    fi = np.clip(np.rint(f).astype(np.int64), 0, m - 1)
+    rows = S[ti].astype(np.float64)  # one row per peak: few peaks per frame, cheaper than the whole S
+    cum = np.zeros((len(ti), m + 1))
+    np.cumsum(rows, axis=1, out=cum[:, 1:])
+    lo = np.maximum(fi - half_width, 0)
+    hi = np.minimum(fi + half_width + 1, m)
+    k = np.arange(len(ti))
+    mean = (cum[k, hi] - cum[k, lo]) / (hi - lo)
+    return (rows[k, fi] - mean).astype(np.float32)
 
 
 def _strongest_per_block(t: np.ndarray, v: np.ndarray, block: float, per_block: int) -> np.ndarray:
@@ -178,7 +197,11 @@ def reference_fingerprint(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray
     return reference_codes(tr, cfg), tr
 
 
+def query_peaks(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> Peaks:
+    """The denser peak set of a query."""
+    return spectral_peaks(log_spectrogram(y, cfg), cfg, mcfg.query_peaks_per_block)
+
+
 def query_triplets(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> Triplets:
-    """The denser triplet set of a query."""
-    p = spectral_peaks(log_spectrogram(y, cfg), cfg, mcfg.query_peaks_per_block)
-    return peak_triplets(p, cfg, mcfg.query_fanout)
+    """The denser triplet set of a query (the unit-speed pass's fan-out)."""
+    return peak_triplets(query_peaks(y, cfg, mcfg), cfg, mcfg.query_fanout)

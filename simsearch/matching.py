@@ -7,7 +7,8 @@ Hits count only when many of them agree on one line
 found by a Hough vote over (speed, offset); the score is the number of
 distinct anchor pairs on that line, less a fixed penalty when the line is
 off unit speed and pitch (the wide search tries many more hypotheses, so
-chance alignments score higher there).
+chance alignments score higher there).  Each pair weighs less the farther it
+lies from the line in time and pitch (see `_fit_weight`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .index import unpack_ids
 @dataclass(frozen=True)
 class Candidate:
     track: int  # track number
-    score: float  # distinct aligned anchor pairs, less the off-unit penalty
+    score: float  # weighted aligned anchor pairs (see _fit_weight), less the off-unit penalty
     speed: float  # reference time per query time
     pitch_semitones: float  # query pitch minus reference pitch
     query_start: float  # seconds
@@ -177,10 +178,9 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     if inl.sum() < 3:
         return None
     hi = h.take(inl)
-    pairs = np.unique(np.rint(hi.tq * 2).astype(np.int64) * (1 << 22) + np.rint(hi.tr * 2).astype(np.int64))
     pitch = float(np.median(hi.pitch))
     off_unit = abs(s - 1.0) > mcfg.unit_speed_tol or abs(pitch) > mcfg.unit_pitch_tol
-    score = len(pairs) - (mcfg.off_unit_penalty if off_unit else 0.0)
+    score = _fit_weight(hi, s, a, pitch, fs, mcfg) - (mcfg.off_unit_penalty if off_unit else 0.0)
     # The matched range spans the substantial runs of aligned hits (gaps of
     # more than `max_gap_s` split runs): a stray chance hit must not stretch it.
     run = _densest_run(hi.tq, mcfg.max_gap_s / fs)
@@ -197,6 +197,21 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         ref_end=(a + s * q1) * fs,
         hits=np.stack([hi.tq * fs, hi.tr * fs], axis=1),
     )
+
+
+def _fit_weight(h: Hits, speed: float, offset: float, pitch: float, fs: float, mcfg: MatchConfig) -> float:
+    """Evidence of the hits on a line: each distinct (query, reference) anchor
+    pair weighs exp(-(dt/sigma_t)^2/2 - (dp/sigma_p)^2/2), dt its distance from
+    the line in time (about the hits' own median, which absorbs a constant
+    bias of the fit) and dp from the match's pitch.  A true match's hits lie
+    on the line to a fraction of a frame and share one pitch; chance hits
+    scatter over the whole tolerance, so they weigh less."""
+    key = np.rint(h.tq * 2).astype(np.int64) * (1 << 22) + np.rint(h.tr * 2).astype(np.int64)
+    _, first = np.unique(key, return_index=True)
+    dt = h.tr[first] - (offset + speed * h.tq[first])
+    dt -= np.median(dt)
+    z = (dt * (fs / mcfg.hit_time_sigma_s)) ** 2 + ((h.pitch[first] - pitch) / mcfg.hit_pitch_sigma) ** 2
+    return float(np.exp(-0.5 * z).sum())
 
 
 def _densest_run(t: np.ndarray, max_gap: float) -> np.ndarray:

@@ -102,24 +102,51 @@ def test_exponential_chirp_is_a_straight_line():
     assert slope == pytest.approx(expected, rel=0.05)
 
 
-def test_spectral_peaks_keeps_the_loudest_per_block():
+@pytest.mark.parametrize("contrast_bins", [0, CFG.contrast_bins])
+def test_spectral_peaks_keeps_the_most_salient_per_block(contrast_bins):
+    """Each density block keeps its `per_block` peaks of highest rank: level
+    (contrast_bins 0) or contrast with the bins around them."""
+    cfg = dataclasses.replace(CFG, contrast_bins=contrast_bins)
     rng = np.random.default_rng(0)
-    S = (rng.standard_normal((400, CFG.n_bins)) * 10 - 40).astype(np.float32)
-    every = K.spectral_peaks(S, CFG.peak_time_radius, CFG.peak_freq_radius, np.float32(CFG.floor_db))
+    S = (rng.standard_normal((400, cfg.n_bins)) * 10 - 40).astype(np.float32)
+    t, f, v = K.spectral_peaks(S, cfg.peak_time_radius, cfg.peak_freq_radius, np.float32(cfg.floor_db))
+    rank = _naive_contrast(S, t, f, contrast_bins) if contrast_bins else v
     per_block = 7
-    p = features.spectral_peaks(S, CFG, per_block)
-    block_frames = CFG.density_block_s / CFG.frame_seconds
+    p = features.spectral_peaks(S, cfg, per_block)
+    block_frames = cfg.density_block_s / cfg.frame_seconds
     blocks = np.floor(p.t / block_frames)
     assert np.bincount(blocks.astype(int)).max() <= per_block
     assert np.all(np.diff(p.t.round()) >= 0), "peaks stay in time order"
-    # Within each block, no dropped peak is louder than a kept one.
-    all_blocks = np.floor(every[0] / block_frames)
+    kept_mask = np.isin(t, p.t) & np.isin(f, p.f)
+    assert kept_mask.sum() == len(p.t)
+    # Within each block, no dropped peak ranks above a kept one.
+    all_blocks = np.floor(t / block_frames)
     for b in np.unique(all_blocks):
-        kept = p.v[blocks == b]
-        dropped = np.setdiff1d(every[2][all_blocks == b], kept)
-        assert len(kept) == min(per_block, np.count_nonzero(all_blocks == b))
+        inb = all_blocks == b
+        kept, dropped = rank[inb & kept_mask], rank[inb & ~kept_mask]
+        assert len(kept) == min(per_block, np.count_nonzero(inb))
         if len(dropped):
             assert dropped.max() <= kept.min()
+
+
+def _naive_contrast(S, t, f, w):
+    """Plain reference of features.peak_contrast: a loop over the peaks."""
+    out = np.empty(len(t))
+    for k in range(len(t)):
+        i, j = int(np.rint(t[k])), int(np.rint(f[k]))
+        lo, hi = max(j - w, 0), min(j + w + 1, S.shape[1])
+        out[k] = S[i, j] - S[i, lo:hi].astype(np.float64).mean()
+    return out
+
+
+@pytest.mark.parametrize("w", [1, 5, 24, 500])
+def test_peak_contrast_matches_a_loop(w):
+    rng = np.random.default_rng(w)
+    S = (rng.standard_normal((50, CFG.n_bins)) * 10 - 40).astype(np.float32)
+    t = rng.uniform(-0.4, 49.4, 300)
+    f = rng.uniform(-0.4, CFG.n_bins - 0.6, 300)
+    np.testing.assert_allclose(features.peak_contrast(S, t, f, w), _naive_contrast(S, t, f, w), atol=1e-4)
+    assert features.peak_contrast(S, t[:0], f[:0], w).shape == (0,)
 
 
 def test_spectral_peaks_rejects_wrong_shape():
@@ -176,6 +203,7 @@ _LAYOUT_CONFIG = dict(fmin=220.0, bins_per_octave=36, n_octaves=4, ratio_levels=
 GOLDEN_CODES = {
     1: [2260, 143867, 306899],  # as written by every build from 7ff3e6f to 6a036a0
     2: [18085, 1150939, 2455198],  # loudness-order bits appended (6721a53)
+    3: [18085, 1150939, 2455198],  # same layout; peaks ranked by spectral contrast (FeatureConfig.contrast_bins)
 }
 
 

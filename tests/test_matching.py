@@ -53,7 +53,10 @@ def test_align_hits_recovers_a_line_among_outliers(seed, speed, pitch):
     assert best.track == 7
     assert best.speed == pytest.approx(speed, abs=0.005)
     assert best.pitch_semitones == pytest.approx(pitch, abs=0.1)
-    assert 70 <= best.score <= 90
+    # 80 hits within 0.3 frame and 0.05 semitone of the line weigh at least
+    # 0.8 each (less the off-unit penalty); a random hit rarely joins them.
+    penalty = MCFG.off_unit_penalty if abs(speed - 1.0) > MCFG.unit_speed_tol else 0.0
+    assert 0.8 * 80 - penalty <= best.score <= 80 + 5
     # The reported segment lies on the line.
     assert best.ref_start == pytest.approx((offset + speed * best.query_start / FS) * FS, abs=0.1)
     assert best.ref_end == pytest.approx((offset + speed * best.query_end / FS) * FS, abs=0.1)
@@ -75,6 +78,22 @@ def test_align_hits_ranks_two_lines_by_their_hits():
     assert [c.track for c in cands[:2]] == [2, 1]
     assert cands[0].ref_start - cands[0].query_start == pytest.approx(5000.0 * FS, abs=0.1)
     assert cands[1].ref_start - cands[1].query_start == pytest.approx(300.0 * FS, abs=0.1)
+
+
+def test_hits_off_the_line_weigh_less():
+    """Two lines with as many hits: the one whose hits scatter over the whole
+    alignment tolerance (as chance hits do) scores well below the tight one,
+    whose hits weigh close to 1 each."""
+    rng = np.random.default_rng(8)
+    query_frames = 9.0 / FS
+    tol = MCFG.align_tol_s / FS
+    tight = _line_hits(rng, 1, 40, 1.0, 300.0, 0.0, query_frames, jitter=0.05)
+    loose = _line_hits(rng, 2, 40, 1.0, 5000.0, 0.0, query_frames, jitter=0.9 * tol)
+    loose["pitch"] = rng.uniform(-MCFG.pitch_tol, MCFG.pitch_tol, 40)
+    cands = matching.align_hits(_hits(tight, loose), CFG, MCFG, query_frames)
+    scores = {c.track: c.score for c in cands}
+    assert scores[1] >= 0.9 * 40
+    assert scores.get(2, 0.0) < 0.5 * scores[1]
 
 
 def test_align_hits_finds_nothing_in_noise():
