@@ -170,10 +170,13 @@ def _memory_file(data: np.ndarray):
     """A path naming a file that holds `data` (the caller's reference may go
     once this is entered): a memfd on Linux, whose pages live in memory for as
     long as someone maps them; elsewhere a temporary file, unlinked on exit."""
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+    try:
         fd = os.memfd_create("simsearch-index", os.MFD_CLOEXEC)
         path = f"/proc/self/fd/{fd}"
-    else:
+        if not os.path.exists(path):
+            os.close(fd)
+            raise OSError("no /proc/self/fd")
+    except (AttributeError, OSError):  # not Linux, or memfd refused
         fd, path = tempfile.mkstemp(prefix="simsearch-index-")
     try:
         with open(fd, "wb", closefd=False) as fh:

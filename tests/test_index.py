@@ -133,6 +133,18 @@ def test_table_on_real_codes_and_query_probes(catalog_dir):
     np.testing.assert_array_equal(found, expected[1])
 
 
+def test_table_in_a_temporary_file_where_memfd_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delattr(index_module.os, "memfd_create")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(index_module.tempfile, "tempdir", None)
+    rng = np.random.default_rng(6)
+    pool, codes, ids = _random_entries(rng, 5000, 800)
+    index = HashIndex(CARD, codes, ids)
+    assert list(tmp_path.iterdir()) == []  # unlinked once mapped
+    probes = _probes(rng, pool)
+    _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
+
+
 @pytest.mark.parametrize("n, nlist", [(9, 8), (3, 8), (0, 4), (5000, 1 << 10)])
 def test_table_image_is_what_faiss_writes(n, nlist):
     """The lists' bytes are FAISS's own serialised form (both forms of its
