@@ -166,10 +166,10 @@ def _image_sizes(image: np.ndarray, nlist: int, sizes_at: int, data_at: int) -> 
 
 
 @contextmanager
-def _memory_file(data: np.ndarray):
-    """A path naming a file that holds `data` (the caller's reference may go
-    once this is entered): a memfd on Linux, whose pages live in memory for as
-    long as someone maps them; elsewhere a temporary file, unlinked on exit."""
+def _memory_file():
+    """(writable file, its path) of a file that lives in memory: a memfd on
+    Linux, whose pages stay for as long as someone maps them; elsewhere a
+    temporary file, unlinked on exit."""
     try:
         fd = os.memfd_create("simsearch-index", os.MFD_CLOEXEC)
         path = f"/proc/self/fd/{fd}"
@@ -180,9 +180,7 @@ def _memory_file(data: np.ndarray):
         fd, path = tempfile.mkstemp(prefix="simsearch-index-")
     try:
         with open(fd, "wb", closefd=False) as fh:
-            fh.write(memoryview(data))
-        del data
-        yield path
+            yield fh, path
     finally:
         os.close(fd)
         if not path.startswith("/proc/"):
@@ -206,7 +204,9 @@ class _ListTable:
                                                           stored[order], ids[order])
         del order, lists, stored
         self.file_bytes = len(image)
-        with _memory_file(image) as path:
+        with _memory_file() as (fh, path):
+            fh.write(memoryview(image))
+            fh.flush()
             del image
             self.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
         self._lists = faiss.downcast_InvertedLists(self.faiss.invlists)
@@ -245,7 +245,7 @@ class _ListTable:
             id_bytes[:, b] = img[id_at + b]
         lists = np.repeat(np.arange(self.nlist, dtype=np.uint64), sizes)
         codes = (high.view("<u8").ravel() << np.uint64(self.k)) | lists
-        return codes, id_bytes.view("<i8").ravel().copy()
+        return codes, id_bytes.view("<i8").ravel()
 
     def memory_bytes(self) -> int:
         return self.nlist * LIST_HEADER_BYTES + self.file_bytes
