@@ -7,6 +7,9 @@ are durable on disk before they return.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import json
 import os
 import stat
@@ -24,7 +27,7 @@ from . import features, matching, store
 from .audio import DecodeLimits, Source, decode_audio, read_excerpt
 from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
 from .errors import AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, TrackExists, UnknownTrack
-from .index import MAX_TRACKS, HashIndex, pack_ids
+from .index import MAX_TRACKS, HashIndex, pack_ids, without_tracks
 
 MAX_TRACK_ID_BYTES = 256
 
@@ -75,6 +78,23 @@ class QueryResult:
         return {"duration_s": round(self.duration_s, 3),
                 "matches": [m.to_json(with_hits) for m in self.matches],
                 "elapsed_ms": round(self.elapsed_ms, 2)}
+
+
+def release_free_memory() -> None:
+    """Hand the heap pages freed after loading back to the OS (glibc keeps
+    them otherwise, and they would count as the process's memory); a no-op
+    where malloc_trim is missing."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 def validate_track_id(track_id: str) -> str:
@@ -187,19 +207,31 @@ class Engine:
         removed = store.read_removed(gen)
         tracks: dict[str, TrackInfo] = {}
         by_number: dict[int, str] = {}
-        index = HashIndex(cfg.hash_cardinality)
+        codes, ids = [], []
         for seg in segments:
             batch = store.read_segment(seg, cfg, verify=self._verify)
-            self._absorb(batch, removed, tracks, by_number, index)
+            c, i = self._absorb(batch, removed, tracks, by_number)
+            codes.append(c)
+            ids.append(i)
+            del batch, c, i
+        masked = self._mask(removed, by_number)
+        # Tracks a later segment superseded (it re-added their id) stay out.
+        codes, ids = without_tracks(np.concatenate(codes or [np.zeros(0, np.uint64)]),
+                                    np.concatenate(ids or [np.zeros(0, np.int64)]), masked)
+        index = HashIndex(cfg.hash_cardinality, codes, ids)
+        del codes, ids
+        release_free_memory()
         with self._lock.write():
             self.gen_dir, self.config, self.removed = gen, cfg, removed
             self.tracks, self.by_number, self.index = tracks, by_number, index
             self._segments = {p.name for p in segments}
-            self._removed_mask = self._mask(removed, by_number)
+            self._removed_mask = masked
             self._next_number = max(list(by_number) + list(removed) + [-1]) + 1
             self._current_stamp = self._stamp()
 
-    def _absorb(self, batch: store.TrackBatch, removed, tracks, by_number, index: HashIndex) -> None:
+    @staticmethod
+    def _absorb(batch: store.TrackBatch, removed, tracks, by_number) -> tuple[np.ndarray, np.ndarray]:
+        """Record the batch's live tracks; their (codes, hit ids)."""
         live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
         for k in np.flatnonzero(live):
             info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
@@ -211,7 +243,7 @@ class Engine:
             by_number[info.number] = info.track_id
         sel = np.repeat(live, batch.count)
         nums = batch.triplet_track_numbers()[sel]
-        index.add(batch.codes[sel], pack_ids(nums, batch.t1[sel], batch.f1[sel], batch.span[sel]))
+        return batch.codes[sel], pack_ids(nums, batch.t1[sel], batch.f1[sel], batch.span[sel])
 
     @staticmethod
     def _mask(removed: set[int], by_number: dict[int, str]) -> np.ndarray:
@@ -399,6 +431,13 @@ class Engine:
                 self._next_number += len(items)
                 self._removed_mask = self._mask(self.removed, self.by_number)
                 self._segments.add(seg.name)
+            if self.index.needs_compaction():
+                # Built while queries go on with the current index (it does
+                # not change: writers hold the write mutex), then swapped in.
+                compact = self.index.compacted(self._removed_mask)
+                with self._lock.write():
+                    self.index = compact
+                release_free_memory()
         return infos
 
     def remove(self, track_id: str) -> TrackInfo:
@@ -427,5 +466,5 @@ class Engine:
                 "generation": self.gen_dir.name,
                 "format_version": FORMAT_VERSION,
                 "feature_config": json.loads(self.config.to_json()),
-                "faiss_index": f"IndexBinaryHash(d=64, b={self.index.bits})",
+                "faiss_index": self.index.describe(),
             }

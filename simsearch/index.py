@@ -1,8 +1,25 @@
 """FAISS wrapper: hash codes in, (probe, hit id) pairs out.  No audio knowledge.
 
-Codes are 64-bit binary vectors in a `faiss.IndexBinaryHash` keyed on their
-low `bits` bits (the whole hash), so a lookup is one hash-table probe.  All of
-a query's probes go to FAISS in one `range_search` call.
+The catalog's codes are held by a `faiss.IndexBinaryIVF` used as an exact
+hash table: the inverted list of a code is its low `k` bits, the code FAISS
+stores is its remaining high bits (one byte at the default configuration),
+and a lookup reads the probe's list and keeps the entries whose stored code
+equals the probe's (`range_search_preassigned`, Hamming distance 0; the
+quantizer is never asked).  `k` grows with the catalog so that a list holds
+about `LIST_TARGET` entries: few to scan per probe, few lists to pay for.
+
+The lists are laid out once, contiguously, in FAISS's own serialised form in
+an anonymous in-memory file, and FAISS maps them (`IO_FLAG_MMAP`, which reads
+them as an `OnDiskInvertedLists` over that memory).  An entry costs its 8-byte
+hit id and its code byte; a list costs 24 bytes, plus 8 in the file.  The
+alternatives cost more: `IndexBinaryHash` ~19 bytes per entry and ~140 per
+distinct code (its buckets are std::vectors in a hash map), in-memory
+`ArrayInvertedLists` 160 bytes per list.  See benchmarks/lookups.py.
+
+Codes added later (tracks added while serving) go to a small
+`faiss.IndexBinaryHash` beside the table, and every lookup asks both;
+`compacted()` folds them into a new table, as the engine does once they pass
+1/64 of it (`needs_compaction`).
 
 A hit id packs where the reference triplet is: track number, anchor time,
 anchor frequency and span, so no second lookup table is needed.
@@ -11,6 +28,10 @@ anchor frequency and span, so no second lookup table is needed.
 from __future__ import annotations
 
 import math
+import os
+import struct
+import tempfile
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
@@ -25,8 +46,26 @@ SPAN_BITS = 8
 FREQ_BITS = 9
 TIME_BITS = 21
 TRACK_BITS = 63 - SPAN_BITS - FREQ_BITS - TIME_BITS
+TRACK_SHIFT = TIME_BITS + FREQ_BITS + SPAN_BITS
 MAX_TRACKS = 1 << TRACK_BITS
 MAX_HALF_FRAMES = 1 << TIME_BITS
+
+# Mean entries per inverted list the table is sized for.  Fewer lists cost
+# less memory (32 bytes each) but each probe scans more entries; 16 keeps the
+# lists under 4 bytes per entry and the lookups faster than IndexBinaryHash's
+# (benchmarks/lookups.py).
+LIST_TARGET = 16
+# Added codes are folded into the table once they pass 1/SIDE_FRACTION of it
+# (and at least SIDE_MIN): an added code costs ~8x a table entry.
+SIDE_FRACTION = 64
+SIDE_MIN = 1 << 14
+# IndexBinaryHash's resident bytes per bucket and per entry, fitted on
+# measured RSS growth (buckets of 1 to 8 entries; benchmarks/lookups.py).
+HASH_BYTES_PER_BUCKET = 139
+HASH_BYTES_PER_ENTRY = 19
+# OnDiskInvertedLists keeps {size, capacity, offset} per list.
+LIST_HEADER_BYTES = 24
+PAGE_BYTES = 4096
 
 
 def pack_ids(track: np.ndarray, t1: np.ndarray, f1: np.ndarray, span: np.ndarray) -> np.ndarray:
@@ -35,7 +74,7 @@ def pack_ids(track: np.ndarray, t1: np.ndarray, f1: np.ndarray, span: np.ndarray
     fq = np.clip(np.rint(f1 * 2), 0, (1 << FREQ_BITS) - 1).astype(np.int64)
     sq = np.clip(np.rint(span * 2), 0, (1 << SPAN_BITS) - 1).astype(np.int64)
     tr = np.asarray(track, np.int64)
-    return (tr << (TIME_BITS + FREQ_BITS + SPAN_BITS)) | (tq << (FREQ_BITS + SPAN_BITS)) | (fq << SPAN_BITS) | sq
+    return (tr << TRACK_SHIFT) | (tq << (FREQ_BITS + SPAN_BITS)) | (fq << SPAN_BITS) | sq
 
 
 def unpack_ids(ids: np.ndarray):
@@ -44,44 +83,288 @@ def unpack_ids(ids: np.ndarray):
     span = (ids & ((1 << SPAN_BITS) - 1)) * 0.5
     f1 = ((ids >> SPAN_BITS) & ((1 << FREQ_BITS) - 1)) * 0.5
     t1 = ((ids >> (SPAN_BITS + FREQ_BITS)) & (MAX_HALF_FRAMES - 1)) * 0.5
-    track = ids >> (SPAN_BITS + FREQ_BITS + TIME_BITS)
+    track = ids >> TRACK_SHIFT
     return track, t1, f1, span
+
+
+def without_tracks(codes: np.ndarray, ids: np.ndarray,
+                   removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The (codes, ids) whose track `removed` (bool [track numbers]) does not
+    mark; tracks beyond its end are kept."""
+    if removed is None or not removed.any():
+        return codes, ids
+    track = ids >> TRACK_SHIFT
+    keep = ~((track < len(removed)) & removed[np.minimum(track, len(removed) - 1)])
+    return codes[keep], ids[keep]
 
 
 def _as_binary(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype="<u8").view(np.uint8).reshape(-1, 8)
 
 
-class HashIndex:
-    """Exact lookup of 64-bit codes in a FAISS binary hash index."""
+def _probes_of(lims: np.ndarray) -> np.ndarray:
+    """Probe position of each result of a FAISS range search, from its lims."""
+    return np.repeat(np.arange(len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
 
-    def __init__(self, cardinality: int):
+
+# -- the table ------------------------------------------------------------------
+
+def _ivf_image(d: int, nlist: int, sizes: np.ndarray, stored: np.ndarray,
+               ids: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The bytes faiss.write_index_binary writes for an IndexBinaryIVF (flat
+    binary quantizer left empty, no direct map) whose inverted lists hold
+    `sizes[l]` entries each, `stored` [n, d/8] and `ids` [n] in list order.
+
+    Returns the image, the offset of its table of list sizes and the offset
+    of the lists' data.  Laid out here in one pass rather than through an
+    ArrayInvertedLists, which would cost 160 bytes per list and an
+    allocation per list on the way.
+    """
+    code_size = d // 8
+    n = len(ids)
+    head = struct.pack("<4siiqBiQQ", b"IBwF", d, code_size, n, 1, faiss.METRIC_L2, nlist, 1)
+    head += struct.pack("<4siiqBiQ", b"IBxF", d, code_size, 0, 1, faiss.METRIC_L2, 0)  # empty quantizer
+    head += struct.pack("<BQ", 0, 0)  # DirectMap::NoMap
+    head += struct.pack("<4sQQ", b"ilar", nlist, code_size)
+    sizes_at = len(head)
+    nonempty = np.flatnonzero(sizes)
+    if len(nonempty) > nlist // 2:  # FAISS's own choice between its two forms
+        table = np.asarray(sizes, "<u8")
+        head += struct.pack("<4sQ", b"full", len(table)) + table.tobytes()
+    else:
+        table = np.stack([nonempty, sizes[nonempty]], axis=1).astype("<u8").ravel()
+        head += struct.pack("<4sQ", b"sprs", len(table)) + table.tobytes()
+    image = np.empty(len(head) + int(sizes.sum()) * (code_size + 8), np.uint8)
+    image[: len(head)] = np.frombuffer(head, np.uint8)
+    code_at, id_at = _entry_offsets(sizes, code_size, len(head))
+    for b in range(code_size):
+        image[code_at + b] = stored[:, b]
+    id_bytes = np.ascontiguousarray(ids, "<i8").view(np.uint8).reshape(-1, 8)
+    for b in range(8):
+        image[id_at + b] = id_bytes[:, b]
+    return image, sizes_at, len(head)
+
+
+def _entry_offsets(sizes: np.ndarray, code_size: int, data_at: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each entry's stored code and id start in an _ivf_image: each
+    non-empty list holds its codes, then its ids."""
+    sizes = np.asarray(sizes, np.int64)
+    block = sizes * (code_size + 8)
+    at = np.repeat(data_at + np.cumsum(block) - block, sizes)
+    rank = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return at + rank * code_size, at + np.repeat(sizes * code_size, sizes) + rank * 8
+
+
+def _image_sizes(image: np.ndarray, nlist: int, sizes_at: int, data_at: int) -> np.ndarray:
+    """The list sizes an _ivf_image holds (either form)."""
+    table = image[sizes_at + 12: data_at].view("<u8").astype(np.int64)
+    if bytes(image[sizes_at: sizes_at + 4]) == b"full":
+        return table
+    sizes = np.zeros(nlist, np.int64)
+    sizes[table[0::2]] = table[1::2]
+    return sizes
+
+
+@contextmanager
+def _memory_file():
+    """(writable file, its path) of a file that lives in memory: a memfd on
+    Linux, whose pages stay for as long as someone maps them; elsewhere a
+    temporary file, unlinked on exit."""
+    try:
+        fd = os.memfd_create("simsearch-index", os.MFD_CLOEXEC)
+        path = f"/proc/self/fd/{fd}"
+        if not os.path.exists(path):
+            os.close(fd)
+            raise OSError("no /proc/self/fd")
+    except (AttributeError, OSError):  # not Linux, or memfd refused
+        fd, path = tempfile.mkstemp(prefix="simsearch-index-")
+    try:
+        with open(fd, "wb", closefd=False) as fh:
+            yield fh, path
+    finally:
+        os.close(fd)
+        if not path.startswith("/proc/"):
+            os.unlink(path)
+
+
+class _ListTable:
+    """Exact code -> ids lookup in a FAISS IndexBinaryIVF over mapped, contiguous lists (read-only)."""
+
+    def __init__(self, bits: int, codes: np.ndarray, ids: np.ndarray, list_target: int = LIST_TARGET):
+        codes = np.asarray(codes, np.uint64)
+        ids = np.asarray(ids, np.int64)
+        self.bits, self.ntotal = bits, len(codes)
+        self.k = min(bits, max(0, math.ceil(math.log2(max(len(codes), 1) / list_target))))
+        self.code_size = max(1, math.ceil((bits - self.k) / 8))
+        self.nlist = 1 << self.k
+        lists, stored = self._split(codes)
+        order = np.argsort(lists, kind="stable")  # a list keeps its entries in insertion order
+        sizes = np.bincount(lists, minlength=self.nlist)
+        image, self._sizes_at, self._data_at = _ivf_image(8 * self.code_size, self.nlist, sizes,
+                                                          stored[order], ids[order])
+        del order, lists, stored
+        self.file_bytes = len(image)
+        with _memory_file() as (fh, path):
+            fh.write(memoryview(image))
+            fh.flush()
+            del image
+            self.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
+        self._lists = faiss.downcast_InvertedLists(self.faiss.invlists)
+        # Fault every page in now: the table is resident from the start (and
+        # counted as such), and the first queries pay no page faults.
+        self._mapped()[::PAGE_BYTES].max(initial=0)
+
+    def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(list [n] int64, stored code bytes [n, code_size]) of each code."""
+        lists = (codes & np.uint64(self.nlist - 1)).astype(np.int64)
+        high = np.ascontiguousarray(codes >> np.uint64(self.k), "<u8").view(np.uint8).reshape(-1, 8)
+        return lists, np.ascontiguousarray(high[:, : self.code_size])
+
+    def _mapped(self) -> np.ndarray:
+        """The mapped file, as uint8 (a view: valid while self lives)."""
+        return faiss.rev_swig_ptr(self._lists.ptr, self._lists.totsize)
+
+    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lims [n + 1], ids): the ids equal to codes[i] are ids[lims[i]:lims[i + 1]]."""
+        lists, stored = self._split(codes)
+        lists[codes >> np.uint64(self.bits) != 0] = -1  # wider than any stored code: FAISS skips list -1
+        lims, _, found = self.faiss.range_search_preassigned(stored, 1, lists.reshape(-1, 1), None)
+        return lims, found
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (code, id), list by list, each list in insertion order."""
+        img = self._mapped()
+        cs = self.code_size
+        sizes = _image_sizes(img, self.nlist, self._sizes_at, self._data_at)
+        code_at, id_at = _entry_offsets(sizes, cs, self._data_at)
+        high = np.zeros((self.ntotal, 8), np.uint8)
+        for b in range(cs):
+            high[:, b] = img[code_at + b]
+        id_bytes = np.empty((self.ntotal, 8), np.uint8)
+        for b in range(8):
+            id_bytes[:, b] = img[id_at + b]
+        lists = np.repeat(np.arange(self.nlist, dtype=np.uint64), sizes)
+        codes = (high.view("<u8").ravel() << np.uint64(self.k)) | lists
+        return codes, id_bytes.view("<i8").ravel()
+
+    def memory_bytes(self) -> int:
+        return self.nlist * LIST_HEADER_BYTES + self.file_bytes
+
+
+# -- the index --------------------------------------------------------------------
+
+class HashIndex:
+    """Exact lookup of hash codes: a compact FAISS table, plus the codes added since it was built.
+
+    `HashIndex(cardinality, codes, ids)` builds the table from a catalog's
+    codes (uint64, below `cardinality`) and hit ids; `add` takes more.
+    `list_target`: mean entries per inverted list (benchmarks try others).
+    """
+
+    def __init__(self, cardinality: int, codes: np.ndarray | None = None, ids: np.ndarray | None = None,
+                 list_target: int = LIST_TARGET):
+        self.cardinality, self.list_target = cardinality, list_target
         self.bits = max(1, math.ceil(math.log2(cardinality)))
         if self.bits > 64:
             raise ValueError("codes must fit in 64 bits")
-        self.faiss = faiss.IndexBinaryHash(64, self.bits)
+        codes = np.zeros(0, np.uint64) if codes is None else codes
+        ids = np.zeros(0, np.int64) if ids is None else ids
+        if len(codes) != len(ids):
+            raise ValueError("codes and ids differ in length")
+        self._table = _ListTable(self.bits, codes, ids, list_target) if len(codes) else None
+        self._added: faiss.IndexBinaryHash | None = None
+        self._added_parts: list[tuple[np.ndarray, np.ndarray]] = []  # what _added holds, for compacted()
 
     @property
     def ntotal(self) -> int:
-        return self.faiss.ntotal
+        return self.table_size + self.added_size
+
+    @property
+    def table_size(self) -> int:
+        return self._table.ntotal if self._table else 0
+
+    @property
+    def added_size(self) -> int:
+        return self._added.ntotal if self._added else 0
 
     def add(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Add entries beside the table (see `needs_compaction`)."""
         if len(codes) != len(ids):
             raise ValueError("codes and ids differ in length")
-        if len(codes):
-            self.faiss.add_with_ids(_as_binary(codes), np.ascontiguousarray(ids, np.int64))
+        if len(codes) == 0:
+            return
+        codes, ids = np.array(codes, np.uint64), np.array(ids, np.int64)
+        if self._added is None:
+            self._added = faiss.IndexBinaryHash(64, self.bits)
+        self._added.add_with_ids(_as_binary(codes), ids)
+        self._added_parts.append((codes, ids))
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every stored entry whose code equals one of `codes`.
 
-        Returns (probe, ids): probe[k] is the position in `codes` that found ids[k].
+        Returns (probe, ids): probe[k] is the position in `codes` that found
+        ids[k].  Results come probe by probe, each probe's in the order the
+        entries were added.
         """
-        if len(codes) == 0:
+        codes = np.asarray(codes, np.uint64)
+        if len(codes) == 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        lims, _, ids = self.faiss.range_search(_as_binary(codes), 1)
-        probe = np.repeat(np.arange(len(codes), dtype=np.int64), np.diff(lims).astype(np.int64))
-        return probe, ids
+        parts = []
+        if self._table:
+            parts.append(self._table.lookup(codes))
+        if self._added:
+            lims, _, found = self._added.range_search(_as_binary(codes), 1)
+            parts.append((lims, found))
+        if len(parts) == 1:
+            lims, found = parts[0]
+            return _probes_of(lims), found
+        return _interleave(*parts[0], *parts[1])
+
+    def needs_compaction(self) -> bool:
+        """Whether the added entries are worth folding into a new table."""
+        return self.added_size >= max(SIDE_MIN, self.table_size // SIDE_FRACTION)
+
+    def compacted(self, removed: np.ndarray | None = None) -> "HashIndex":
+        """A new index holding everything in one table, less the entries of
+        the tracks that `removed` marks (bool [track numbers]; beyond its end:
+        kept).  Lookups give the same hits in the same order."""
+        parts = [self._table.entries()] if self._table else []
+        parts += self._added_parts
+        if not parts:
+            return HashIndex(self.cardinality, list_target=self.list_target)
+        codes = np.concatenate([c for c, _ in parts])
+        ids = np.concatenate([i for _, i in parts])
+        return HashIndex(self.cardinality, *without_tracks(codes, ids, removed), list_target=self.list_target)
 
     def memory_bytes(self) -> int:
-        """Approximate resident size: codes and ids, plus the hash table's buckets."""
-        return int(self.ntotal * 16 + self.faiss.hashtable_size() * 64)
+        """Resident size: the table's lists and mapped file; the added entries'
+        IndexBinaryHash (fitted per bucket and per entry) and their arrays."""
+        total = self._table.memory_bytes() if self._table else 0
+        if self._added:
+            total += (self._added.hashtable_size() * HASH_BYTES_PER_BUCKET + self.added_size * HASH_BYTES_PER_ENTRY
+                      + sum(c.nbytes + i.nbytes for c, i in self._added_parts))
+        return int(total)
+
+    def describe(self) -> str:
+        """What FAISS holds, for reports."""
+        parts = []
+        if self._table:
+            t = self._table
+            parts.append(f"IndexBinaryIVF(d={8 * t.code_size}, nlist=2^{t.k}) over mapped lists")
+        if self._added:
+            parts.append(f"IndexBinaryHash(d=64, b={self.bits}) of {self.added_size} added codes")
+        return " + ".join(parts) or "empty"
+
+
+def _interleave(lims_a: np.ndarray, ids_a: np.ndarray, lims_b: np.ndarray,
+                ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probe, ids) of two range searches over the same probes, probe by
+    probe, each probe's results from `a` first."""
+    lims_a, lims_b = lims_a.astype(np.int64), lims_b.astype(np.int64)
+    na, nb = np.diff(lims_a), np.diff(lims_b)
+    both = na + nb
+    start = np.cumsum(both) - both
+    out = np.empty(int(both.sum()), np.int64)
+    out[np.repeat(start - lims_a[:-1], na) + np.arange(len(ids_a))] = ids_a
+    out[np.repeat(start + na - lims_b[:-1], nb) + np.arange(len(ids_b))] = ids_b
+    return np.repeat(np.arange(len(both), dtype=np.int64), both), out

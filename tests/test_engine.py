@@ -14,6 +14,7 @@ import soxr
 from audio_tools import (CATALOG, OUTSIDE, add_noise, catalog_sources, clip_path, excerpt, load_clip, resample,
                          write_audio)
 import simsearch.audio
+import simsearch.index
 from simsearch import store
 from simsearch.build import build
 from simsearch.config import FeatureConfig, MatchConfig
@@ -214,6 +215,21 @@ def test_reopened_engine_gives_the_same_answers(index_copy):
     reopened = Engine(index_copy)
     assert _answers(reopened) == live
     assert sorted(reopened.tracks) == sorted(eng.tracks)
+
+
+@pytest.mark.slow
+def test_additions_past_the_threshold_are_folded_into_the_table(index_copy, monkeypatch):
+    monkeypatch.setattr(simsearch.index, "SIDE_MIN", 1)
+    monkeypatch.setattr(simsearch.index, "SIDE_FRACTION", 1 << 30)  # every addition is due
+    eng = Engine(index_copy)
+    cave = eng.remove("flare_cave_theme")
+    before = eng.index.ntotal
+    info = eng.add("new/dungeon", clip_path("flare_dungeon_theme"))
+    assert eng.index.added_size == 0, "the addition was not folded into the table"
+    assert eng.index.ntotal == before - cave.n_triplets + info.n_triplets  # the removed track's codes went
+    assert _top(eng, "flare_dungeon_theme") == "new/dungeon"
+    assert _top(eng, "flare_cave_theme") is None
+    assert _answers(eng) == _answers(Engine(index_copy))
 
 
 def test_add_refuses_bad_ids_taken_ids_and_bad_audio(index_copy, tmp_path):

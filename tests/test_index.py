@@ -1,27 +1,35 @@
-"""The FAISS hash index against an exact numpy oracle, and the hit-id layout."""
+"""The FAISS index against an exact numpy oracle, its on-memory layout against
+FAISS's own writer, additions, compaction, and the hit-id layout."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
-from simsearch.config import FeatureConfig
-from simsearch.index import MAX_HALF_FRAMES, MAX_TRACKS, HashIndex, pack_ids, unpack_ids
+from audio_tools import load_clip, resample
+from simsearch import features, index as index_module, store
+from simsearch.config import FeatureConfig, MatchConfig
+from simsearch.index import (MAX_HALF_FRAMES, MAX_TRACKS, TRACK_SHIFT, HashIndex, _ivf_image, pack_ids,
+                             unpack_ids)
 
 CARD = FeatureConfig().hash_cardinality
+BITS = HashIndex(CARD).bits
 
 
 def _oracle(stored_codes, stored_ids, probes):
-    """Every (probe position, id) whose stored code equals the probe: brute force."""
+    """(probe, ids) by brute force: probe by probe, each probe's ids in the
+    order they were stored (the order IndexBinaryHash gives them)."""
     eq = probes[:, None] == stored_codes[None, :]
-    p, s = np.nonzero(eq)
-    return sorted(zip(p.tolist(), stored_ids[s].tolist()))
+    p, s = np.nonzero(eq)  # row-major: by probe, then by storage position
+    return p.astype(np.int64), stored_ids[s]
 
 
-def _found(index, probes):
-    probe, ids = index.lookup(probes)
-    assert len(probe) == len(ids)
-    return sorted(zip(probe.tolist(), ids.tolist()))
+def _assert_same(found, expected):
+    (p, ids), (ep, eids) = found, expected
+    assert len(p) == len(ids)
+    np.testing.assert_array_equal(p, ep)
+    np.testing.assert_array_equal(ids, eids)
 
 
 def _random_entries(rng, n, distinct):
@@ -31,6 +39,13 @@ def _random_entries(rng, n, distinct):
     codes = pool[rng.integers(0, distinct, n)]
     ids = rng.permutation(np.arange(n, dtype=np.int64) * 7 + 3)
     return pool, codes, ids
+
+
+def _probes(rng, pool, n_absent=300):
+    """Stored codes (some repeated), codes never stored, and the ends of the range."""
+    absent = rng.integers(0, CARD, n_absent, dtype=np.uint64)
+    probes = np.concatenate([pool[:200], pool[:3], absent, np.array([0, CARD - 1], np.uint64)])
+    return probes[rng.permutation(len(probes))]
 
 
 # -- hit ids ------------------------------------------------------------------
@@ -63,53 +78,174 @@ def test_feature_ranges_fit_the_hit_id():
     assert cfg.n_bins * 2 <= 512 and cfg.max_span * 2 < 256
 
 
-# -- HashIndex ----------------------------------------------------------------
+# -- the table ----------------------------------------------------------------
 
-@pytest.mark.parametrize("n, distinct", [(1, 1), (500, 50), (20_000, 3000)])
-def test_lookup_returns_exactly_the_ids_with_the_probe_code(n, distinct):
+@pytest.mark.parametrize("n, distinct", [(1, 1), (500, 50), (20_000, 3000), (300_000, 100_000)])
+def test_table_returns_exactly_the_ids_with_the_probe_code(n, distinct):
+    # From one list (3-byte stored codes) to 2^15 lists (1-byte codes).
     rng = np.random.default_rng(n)
     pool, codes, ids = _random_entries(rng, n, distinct)
-    index = HashIndex(CARD)
-    index.add(codes, ids)
-    assert index.ntotal == n
-    # Probes: stored codes (some repeated), codes never stored, and the ends of the range.
-    absent = rng.integers(0, CARD, 300, dtype=np.uint64)
-    probes = np.concatenate([pool[: 200], pool[:3], absent, np.array([0, CARD - 1], np.uint64)])
-    probes = probes[rng.permutation(len(probes))]
-    assert _found(index, probes) == _oracle(codes, ids, probes)
+    index = HashIndex(CARD, codes, ids)
+    assert index.ntotal == n and index.added_size == 0
+    probes = _probes(rng, pool)
+    _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
 
 
-def test_codes_that_differ_in_one_bit_do_not_match():
-    base = np.array([0b1011_0110_1100], np.uint64)
-    neighbours = base ^ (np.uint64(1) << np.arange(HashIndex(CARD).bits, dtype=np.uint64))
-    index = HashIndex(CARD)
-    index.add(neighbours, np.arange(len(neighbours), dtype=np.int64))
-    assert _found(index, base) == []
-    assert _found(index, neighbours[3:4]) == [(0, 3)]
+@pytest.mark.parametrize("n", [1, 5000, 200_000])
+def test_codes_that_differ_in_one_bit_do_not_match(n):
+    # Bits of the list number and of the stored code alike.
+    rng = np.random.default_rng(n)
+    base = np.uint64(0b1_0110_1100_1011_0110_1100)
+    codes = rng.integers(0, CARD, n, dtype=np.uint64)
+    codes[0] = base
+    index = HashIndex(CARD, codes, np.arange(n, dtype=np.int64))
+    neighbours = base ^ (np.uint64(1) << np.arange(BITS, dtype=np.uint64))
+    neighbours = neighbours[~np.isin(neighbours, codes)]
+    assert len(index.lookup(neighbours)[0]) == 0
+    _assert_same(index.lookup(np.array([base])), _oracle(codes, np.arange(n, dtype=np.int64), np.array([base])))
 
 
-def test_lookup_after_several_adds_and_of_nothing():
+def test_codes_wider_than_the_hash_do_not_match():
+    codes = np.array([5, 6, 7], np.uint64)
+    index = HashIndex(CARD, codes, np.arange(3, dtype=np.int64))
+    wide = codes + (np.uint64(1) << np.uint64(BITS)) * np.array([1, 2, 255], np.uint64)
+    assert len(index.lookup(wide)[0]) == 0
+    assert index.lookup(codes)[1].tolist() == [0, 1, 2]
+
+
+def test_table_on_real_codes_and_query_probes(catalog_dir):
+    """The catalog's codes and a real query's probes: the hits of a brute-force
+    search, in its order, and of the IndexBinaryHash the engine used before."""
+    cfg = store.read_generation_config(store.current_generation(catalog_dir))
+    batch = store.TrackBatch.concat([store.read_segment(p, cfg)
+                                     for p in store.list_segments(store.current_generation(catalog_dir))])
+    ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)
+    index = HashIndex(cfg.hash_cardinality, batch.codes, ids)
+    y, sr = load_clip("flare_cave_theme")
+    q = features.query_triplets(resample(y[5 * sr: 15 * sr], sr, cfg.sample_rate), cfg)
+    probes, _ = features.query_probes(q, cfg, MatchConfig())
+    expected = _oracle(batch.codes, ids, probes)
+    assert len(expected[0]) > 1000
+    _assert_same(index.lookup(probes), expected)
+    before = faiss.IndexBinaryHash(64, index.bits)
+    before.add_with_ids(np.ascontiguousarray(batch.codes, "<u8").view(np.uint8).reshape(-1, 8), ids)
+    lims, _, found = before.range_search(np.ascontiguousarray(probes, "<u8").view(np.uint8).reshape(-1, 8), 1)
+    np.testing.assert_array_equal(found, expected[1])
+
+
+def test_table_in_a_temporary_file_where_memfd_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delattr(index_module.os, "memfd_create")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(index_module.tempfile, "tempdir", None)
+    rng = np.random.default_rng(6)
+    pool, codes, ids = _random_entries(rng, 5000, 800)
+    index = HashIndex(CARD, codes, ids)
+    assert list(tmp_path.iterdir()) == []  # unlinked once mapped
+    probes = _probes(rng, pool)
+    _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
+
+
+@pytest.mark.parametrize("n, nlist", [(9, 8), (3, 8), (0, 4), (5000, 1 << 10)])
+def test_table_image_is_what_faiss_writes(n, nlist):
+    """The lists' bytes are FAISS's own serialised form (both forms of its
+    size table: 'full' when most lists are used, 'sprs' otherwise)."""
+    rng = np.random.default_rng(n)
+    lists = rng.integers(0, nlist, n)
+    stored = rng.integers(0, 256, (n, 1), dtype=np.uint8)
+    ids = rng.integers(0, 1 << 62, n)
+    ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(8), 8, nlist)
+    ivf.is_trained = True
+    if n:
+        ivf.add_core(n, faiss.swig_ptr(stored), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    order = np.argsort(lists, kind="stable")
+    image, _, _ = _ivf_image(8, nlist, np.bincount(lists, minlength=nlist), stored[order], ids[order])
+    np.testing.assert_array_equal(image, faiss.serialize_index_binary(ivf))
+
+
+def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
+    rng = np.random.default_rng(3)
+    _, codes, ids = _random_entries(rng, 200_000, 150_000)
+    index = HashIndex(CARD, codes, ids)
+    lists = 1 << index._table.k
+    assert 200_000 / lists <= index_module.LIST_TARGET  # lists of at most ~16 entries
+    assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32, abs=1000)
+
+
+# -- additions, removals, compaction ------------------------------------------------
+
+def test_added_entries_are_found_after_the_table_s_in_insertion_order():
     rng = np.random.default_rng(1)
-    _, codes, ids = _random_entries(rng, 3000, 400)
-    index = HashIndex(CARD)
-    for part in np.array_split(np.arange(3000), 4):
+    pool, codes, ids = _random_entries(rng, 30_000, 4000)
+    index = HashIndex(CARD, codes[:20_000], ids[:20_000])
+    for part in np.array_split(np.arange(20_000, 30_000), 4):
         index.add(codes[part], ids[part])
     index.add(np.zeros(0, np.uint64), np.zeros(0, np.int64))
-    probes = codes[::10]
-    assert _found(index, probes) == _oracle(codes, ids, probes)
+    assert index.ntotal == 30_000 and index.added_size == 10_000
+    probes = _probes(rng, pool)
+    _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
     probe, found = index.lookup(np.zeros(0, np.uint64))
     assert len(probe) == 0 and len(found) == 0
 
 
-def test_add_rejects_mismatched_lengths():
+def test_an_empty_index_takes_additions():
+    rng = np.random.default_rng(2)
+    pool, codes, ids = _random_entries(rng, 3000, 400)
+    index = HashIndex(CARD)
+    assert len(index.lookup(pool)[0]) == 0
+    index.add(codes, ids)
+    _assert_same(index.lookup(pool), _oracle(codes, ids, pool))
+    compact = index.compacted()
+    assert compact.added_size == 0 and compact.table_size == 3000
+    _assert_same(compact.lookup(pool), _oracle(codes, ids, pool))
+
+
+def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks():
+    rng = np.random.default_rng(4)
+    pool = rng.integers(0, CARD, 2000, dtype=np.uint64)
+    codes = pool[rng.integers(0, 2000, 40_000)]
+    track = rng.integers(0, 50, 40_000)
+    ids = pack_ids(track, rng.integers(0, 10_000, 40_000), rng.integers(0, 200, 40_000), rng.integers(5, 100, 40_000))
+    index = HashIndex(CARD, codes[:30_000], ids[:30_000])
+    index.add(codes[30_000:], ids[30_000:])
+    compact = index.compacted()
+    assert compact.added_size == 0 and compact.ntotal == 40_000
+    probes = _probes(rng, pool)
+    _assert_same(compact.lookup(probes), _oracle(codes, ids, probes))
+    removed = np.zeros(40, bool)  # tracks 40-49 lie beyond the mask: kept
+    removed[[3, 17, 39]] = True
+    kept = ~np.isin(track, [3, 17, 39])
+    smaller = index.compacted(removed)
+    assert smaller.ntotal == kept.sum()
+    _assert_same(smaller.lookup(probes), _oracle(codes[kept], ids[kept], probes))
+    assert not np.isin(smaller.lookup(probes)[1] >> TRACK_SHIFT, [3, 17, 39]).any()
+
+
+def test_compaction_is_due_when_additions_pass_a_share_of_the_table(monkeypatch):
+    monkeypatch.setattr(index_module, "SIDE_MIN", 100)
+    rng = np.random.default_rng(5)
+    _, codes, ids = _random_entries(rng, 64 * 300 + 500, 5000)
+    index = HashIndex(CARD, codes[: 64 * 300], ids[: 64 * 300])
+    assert not index.needs_compaction()
+    index.add(codes[64 * 300: 64 * 300 + 299], ids[64 * 300: 64 * 300 + 299])
+    assert not index.needs_compaction()
+    index.add(codes[-1:], ids[-1:])
+    assert index.needs_compaction()
+
+
+def test_memory_grows_with_additions():
+    rng = np.random.default_rng(3)
+    codes = rng.choice(CARD, 10_000, replace=False).astype(np.uint64)
+    ids = np.arange(10_000, dtype=np.int64)
+    index = HashIndex(CARD, codes[:5000], ids[:5000])
+    table = index.memory_bytes()
+    index.add(codes[5000:], ids[5000:])
+    # IndexBinaryHash: a bucket and its two vectors per new code, and the added arrays.
+    assert index.memory_bytes() >= table + 5000 * (index_module.HASH_BYTES_PER_BUCKET + 16)
+    assert "IndexBinaryHash" in index.describe() and "IndexBinaryIVF" in index.describe()
+
+
+def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         HashIndex(CARD).add(np.zeros(3, np.uint64), np.zeros(2, np.int64))
-
-
-def test_memory_grows_with_entries():
-    index = HashIndex(CARD)
-    empty = index.memory_bytes()
-    rng = np.random.default_rng(3)
-    _, codes, ids = _random_entries(rng, 5000, 5000)
-    index.add(codes, ids)
-    assert index.memory_bytes() >= empty + 5000 * 16
+    with pytest.raises(ValueError):
+        HashIndex(CARD, np.zeros(3, np.uint64), np.zeros(2, np.int64))
