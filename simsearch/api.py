@@ -53,7 +53,7 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
 
     def eng() -> Engine:
         e = app.extensions[EXT]["engine"]
-        e.maybe_refresh()  # picks up a rebuild or another process's additions
+        e.sync()  # sees every change any process committed before this request
         return e
 
     @contextmanager
