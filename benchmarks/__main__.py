@@ -223,12 +223,13 @@ def load_section(r: dict) -> str:
     every = "; ".join(f"{x['clients']}: " + ", ".join(f"{r[i]['throughput_rps']:g}" for r in ld["all_rounds"])
                       for i, x in enumerate(ld["levels"])) if rounds > 1 else ""
     ad = wa["adds"]
-    return (f"## HTTP load\n\n`python -m simsearch serve --threads {ld['server_threads']}` on 127.0.0.1 ({ld['cores']} "
+    return (f"## HTTP load\n\n`python -m simsearch serve --workers {ld.get('server_workers', 1)} --threads "
+            f"{ld['server_threads']}` on 127.0.0.1 ({ld['cores']} "
             f"cores, clients in the same machine), clean {ld['excerpt_s']:g} s excerpts as 44.1 kHz WAV, "
             f"{ld['seconds_per_level']:g} s per level, {rounds} round(s) of 1, 4, 16 clients, each level shown by its "
             f"best round{' (req/s of every round: ' + every + ')' if every else ''}. Throughput = successful "
-            f"requests / wall seconds; latency is the client's round trip; server cores busy = the server's CPU "
-            f"seconds / wall seconds; load = the machine's 1-minute load average after the level.\n\n"
+            f"requests / wall seconds; latency is the client's round trip; server cores busy = the CPU seconds of "
+            f"the server's processes / wall seconds; load = the machine's 1-minute load average after the level.\n\n"
             + report.table(["clients", "requests", "failed", "req/s", "p50 ms", "p99 ms", "server cores busy",
                             "server CPU ms / request", "load", "top match right"], rows)
             + f"\n\n16 clients / 1 client: **{ld['ratio_16_to_1']:g}x** (bar: 1.6x). While adding: {ad['ok']} tracks "

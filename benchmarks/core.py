@@ -390,10 +390,11 @@ def free_port() -> int:
 
 
 def start_server(index_dir: Path, port: int, log_path: Path, threads: int = 4,
-                 env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m simsearch serve` on 127.0.0.1, with `env` added to this process's environment."""
+                 env: dict[str, str] | None = None, workers: int | None = None) -> subprocess.Popen:
+    """`python -m simsearch serve` on 127.0.0.1 (with its default --workers
+    unless given), with `env` added to this process's environment."""
     cmd = [sys.executable, "-m", "simsearch", "serve", str(index_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", str(threads)]
+           "--port", str(port), "--threads", str(threads)] + (["--workers", str(workers)] if workers else [])
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})})

@@ -1,7 +1,7 @@
 """HTTP load: 1, 4 and 16 concurrent clients posting real audio to /v1/query.
 
-A real `python -m simsearch serve INDEX --threads T` runs as a subprocess on
-127.0.0.1, on a copy of the catalog index (WORK/indexes/load, so that the
+A real `python -m simsearch serve INDEX --workers W --threads T` runs as a
+subprocess on 127.0.0.1, on a copy of the catalog index (WORK/indexes/load, so that the
 tracks added during the run never reach the index other benchmarks use).
 Each level starts its clients together (one `requests.Session` per thread)
 and lets each post clean 10 s excerpts of catalog tracks (core's latency
@@ -14,10 +14,10 @@ and the adder sends `Authorization: Bearer TOKEN`.
 Per level: requests, failures (any status but 200, or a transport error, with
 the first messages kept), throughput (successful requests / wall seconds from
 the common start to the last answer), client-measured p50/p99 latency, how
-many top matches were the excerpt's track, and the server process's CPU time
-over the level (utime + stime from /proc/PID/stat) divided by the wall time:
-the cores the server kept busy, which tells a GIL-bound server (about 1) from
-one that uses both cores (about 2).
+many top matches were the excerpt's track, and the server's CPU time over the
+level (its parent's and workers', from /proc; see cpu_seconds) divided by the
+wall time: the cores the server kept busy, which tells a GIL-bound server
+(about 1) from one that uses both cores (about 2).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from . import core, corpus
 
 CLIENT_LEVELS = (1, 4, 16)
 ADD_LEVEL = 4  # query clients while tracks are added
-SERVER_THREADS = 4  # `simsearch serve`'s default on this machine: max(4, cores)
+SERVER_THREADS = 4  # `simsearch serve`'s default on this machine: max(4, cores), per worker
+SERVER_WORKERS = os.cpu_count() or 1  # `simsearch serve`'s default
 N_EXCERPTS = 16
 REQUEST_TIMEOUT_S = 120.0
 MAX_ERRORS_KEPT = 5
@@ -107,10 +108,22 @@ def add_client(base: str, tracks: list[corpus.Track], prefix: str, token: str, s
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a process and its descendants, those still running and
+    those it has waited for (the server's workers, ffmpeg): utime + stime +
+    cutime + cstime of each live process in the tree, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # it ended meanwhile: its parent's cutime has it
+        return 0.0
+    children = []
+    for task in tasks:  # each thread's own children (ffmpeg is started by request threads)
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK") + sum(map(cpu_seconds, children))
 
 
 def run_level(base: str, pid: int, wavs: list[tuple[str, bytes]], clients: int, seconds: float,
@@ -157,7 +170,7 @@ def run_level(base: str, pid: int, wavs: list[tuple[str, bytes]], clients: int, 
 
 
 def measure_load(index_src: Path, work: Path, tracks: list[corpus.Track], seconds: float, rounds: int = 1,
-                 threads: int = SERVER_THREADS) -> dict:
+                 threads: int = SERVER_THREADS, workers: int = SERVER_WORKERS) -> dict:
     """Every level against one server on a copy of `index_src`, `rounds`
     times in turn (1, 4, 16, 1, 4, 16, ...); each level is reported by its
     round of highest throughput, the least disturbed by other work on a
@@ -173,7 +186,7 @@ def measure_load(index_src: Path, work: Path, tracks: list[corpus.Track], second
     port = core.free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = work / "tmp" / "load-serve.log"
-    proc = core.start_server(index_dir, port, log_path, threads, {"SIMSEARCH_API_KEYS": f"write:{token}"})
+    proc = core.start_server(index_dir, port, log_path, threads, {"SIMSEARCH_API_KEYS": f"write:{token}"}, workers)
     try:
         why_not = core.wait_ready(proc, base + "/v1/health", log_path, core.SERVER_START_TIMEOUT_S)
         if why_not is not None:
@@ -188,7 +201,7 @@ def measure_load(index_src: Path, work: Path, tracks: list[corpus.Track], second
     levels = [max(same, key=lambda lv: lv["throughput_rps"]) for same in zip(*all_rounds)]
     by_n = {lv["clients"]: lv for lv in levels}
     return {
-        "server_threads": threads, "seconds_per_level": seconds, "rounds": rounds, "excerpt_s": core.LATENCY_LENGTH_S,
+        "server_workers": workers, "server_threads": threads, "seconds_per_level": seconds, "rounds": rounds, "excerpt_s": core.LATENCY_LENGTH_S,
         "excerpts": len(wavs), "cores": os.cpu_count(), "levels": levels, "all_rounds": all_rounds,
         "while_adding": adding,
         "ratio_16_to_1": round(by_n[16]["throughput_rps"] / by_n[1]["throughput_rps"], 2),

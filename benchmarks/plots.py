@@ -147,5 +147,6 @@ def load(load_r: dict, path: Path) -> Path:
         ax.set_xticks(n, [str(x) for x in n])
     _finish_axes(a1, "concurrent clients", "requests / s", f"Throughput (16/1 = {load_r['ratio_16_to_1']:g}x)")
     _finish_axes(a2, "concurrent clients", "ms per request (client round trip)",
-                 f"Latency, POST /v1/query, server --threads {load_r['server_threads']}")
+                 f"Latency, POST /v1/query, server --workers {load_r.get('server_workers', 1)} "
+                 f"--threads {load_r['server_threads']}")
     return _save(fig, path)

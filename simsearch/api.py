@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -53,13 +54,13 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
 
     def eng() -> Engine:
         e = app.extensions[EXT]["engine"]
-        e.maybe_refresh()  # picks up a rebuild or another process's additions
+        e.sync()  # sees every change any process committed before this request
         return e
 
     @contextmanager
     def decode_slot():
         if not decode_slots.acquire(timeout=api_config.decode_wait_s):
-            raise Busy(f"all {api_config.max_concurrent_decodes} decode slots stayed busy for "
+            raise Busy(f"all {api_config.max_concurrent_decodes} decode slot(s) of this server process stayed busy for "
                        f"{api_config.decode_wait_s:g} s; retry later")
         try:
             yield
@@ -91,6 +92,11 @@ def create_app(engine: Engine, api_config: ApiConfig = ApiConfig()) -> Flask:
         if not allows(role, needed):
             return _error(403, "forbidden", f"this needs a {needed} key; yours is a {role} key")
         return None
+
+    @app.after_request
+    def _served_by(resp):
+        resp.headers["X-Simsearch-Worker"] = str(os.getpid())  # the server process, as its log lines name it
+        return resp
 
     @app.errorhandler(SimsearchError)
     def _simsearch_error(exc: SimsearchError):

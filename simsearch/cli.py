@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -54,15 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     _index_arg(s)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--threads", type=int, default=max(4, os.cpu_count() or 1))
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="server processes sharing the port, each with its own copy of the index "
+                        "(default: the number of cores)")
+    s.add_argument("--threads", type=int, default=max(4, os.cpu_count() or 1), help="threads per worker process")
     s.add_argument("--max-upload-mb", type=float, default=64.0, help="largest upload accepted (default: 64)")
     s.add_argument("--max-duration-s", type=float, default=DecodeLimits.max_duration_s,
                    help=f"longest audio accepted (default: {DecodeLimits.max_duration_s:g})")
     s.add_argument("--decode-timeout-s", type=float, default=DecodeLimits.timeout_s,
                    help=f"wall-clock bound on one decode (default: {DecodeLimits.timeout_s:g})")
     s.add_argument("--max-decodes", type=int, default=ApiConfig.max_concurrent_decodes,
-                   help="uploads decoded at once; others wait up to --decode-wait-s, then get 503 "
-                        "(default: the number of cores)")
+                   help="uploads decoded at once, over all workers (each takes its share, at least one); "
+                        "others wait up to --decode-wait-s, then get 503 (default: the number of cores)")
     s.add_argument("--decode-wait-s", type=float, default=ApiConfig.decode_wait_s)
     s.add_argument("--keys-file", help="API keys, one 'ROLE TOKEN' per line (ROLE: read or write); "
                                        f"also read from ${ENV_VAR} as ROLE:TOKEN,ROLE:TOKEN")
@@ -195,36 +199,52 @@ def _cmd_query(args) -> int:
 
 
 def _cmd_serve(args) -> int:
+    from . import server
     from .api import create_app
-    from .server import serve
     from .engine import Engine
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s")
     log = logging.getLogger("simsearch")
     keys = load_keys(args.keys_file)
     if args.keys_for_reads and not keys and not args.no_auth:
         raise ParameterError("--keys-for-reads needs API keys (--keys-file or $SIMSEARCH_API_KEYS)")
     if min(args.max_upload_mb, args.max_duration_s, args.decode_timeout_s, args.decode_wait_s) <= 0 \
-            or args.max_decodes < 1:
-        raise ParameterError("limits must be positive")
+            or min(args.max_decodes, args.workers, args.threads) < 1:
+        raise ParameterError("limits, --workers and --threads must be positive")
+    try:
+        sock = server.bind(args.host, args.port)
+    except OSError as exc:
+        raise SimsearchError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     limits = DecodeLimits(max_duration_s=args.max_duration_s, timeout_s=args.decode_timeout_s)
+    # Loaded and warmed up once, here: forked workers inherit it (copy-on-write).
     eng = Engine(args.index_dir, limits=limits)
     _warm_up(eng)
     api_config = ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                            max_concurrent_decodes=args.max_decodes, decode_wait_s=args.decode_wait_s,
                            keys=keys, keys_for_reads=args.keys_for_reads, open_access=args.no_auth,
                            media_roots=tuple(str(Path(d).resolve()) for d in args.media_root))
-    app = create_app(eng, api_config)
-    log.info("serving %s (%d tracks) on http://%s:%d/v1 with %d threads",
-             args.index_dir, len(eng.tracks), args.host, args.port, args.threads)
+    log.info("serving %s (%d tracks) on http://%s:%d/v1 with %d worker process(es) of %d threads",
+             args.index_dir, len(eng.tracks), args.host, args.port, args.workers, args.threads)
     if args.no_auth:
         log.warning("--no-auth: anyone who reaches this port may add and delete tracks")
     elif not keys:
         log.warning("no API keys: adding and deleting tracks is disabled (see --keys-file)")
     else:
         log.info("API keys: %s; reads need a key: %s", keys.roles(), args.keys_for_reads)
-    serve(app, args.host, args.port, args.threads, upload_limit_bytes=api_config.max_upload_bytes)
-    return 0
+
+    def serve_worker(slot: int, parent: int | None) -> None:
+        # --max-decodes is for the whole server: each worker takes its share, at least one.
+        share = max(1, args.max_decodes // args.workers + (slot < args.max_decodes % args.workers))
+        app = create_app(eng, dataclasses.replace(api_config, max_concurrent_decodes=share))
+        srv = server.make_server(app, sock, args.threads, upload_limit_bytes=api_config.max_upload_bytes)
+        if parent is not None:
+            log.info("worker %d ready", slot)
+        server.run(srv, parent)
+
+    if args.workers == 1:
+        serve_worker(0, None)
+        return 0
+    return server.supervise(args.workers, serve_worker)
 
 
 def _warm_up(eng) -> None:

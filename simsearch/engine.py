@@ -1,8 +1,9 @@
 """Orchestration: ingest, query, remove.  Owns the FAISS index and the store.
 
 An Engine serves one index directory.  Reads (queries) run concurrently;
-writes (add, remove) take the thread lock and the directory's file lock, and
-are durable on disk before they return.
+writes (add, remove) take the thread lock and the directory's file lock, are
+durable on disk before they return, and are then logged in the generation's
+change log, which other processes' engines check before each request (sync()).
 """
 
 from __future__ import annotations
@@ -201,7 +202,13 @@ class Engine:
 
     # -- loading -------------------------------------------------------------
     def _load(self) -> None:
+        """Everything from disk: the live generation, its segments and removals."""
+        try:
+            stamp = self._stamp()  # before: a switch from here on differs from it, and is seen
+        except FileNotFoundError:
+            stamp = None  # current_generation() says what is missing
         gen = store.current_generation(self.index_dir)
+        changes = store.change_log_size(gen)  # before reading: a change made meanwhile grows it
         segments = store.list_segments(gen)
         cfg = store.read_generation_config(gen)
         removed = store.read_removed(gen)
@@ -227,7 +234,7 @@ class Engine:
             self._segments = {p.name for p in segments}
             self._removed_mask = masked
             self._next_number = max(list(by_number) + list(removed) + [-1]) + 1
-            self._current_stamp = self._stamp()
+            self._current_stamp, self._changes = stamp, changes
 
     @staticmethod
     def _absorb(batch: store.TrackBatch, removed, tracks, by_number) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +264,16 @@ class Engine:
         cur = self.index_dir / "CURRENT"
         return cur.read_text(), cur.stat().st_mtime_ns
 
+    def sync(self) -> None:
+        """Catch up with the index on disk before answering a request: any
+        addition, removal or generation switch committed by any process before
+        this call is seen.  When nothing changed this costs one stat of the
+        generation's change log; a change is loaded incrementally (refresh())."""
+        if store.change_log_size(self.gen_dir) != self._changes:
+            self.refresh()
+        else:
+            self.maybe_refresh()  # a hand-edited CURRENT leaves no line in any change log
+
     def maybe_refresh(self, min_interval_s: float = 1.0) -> None:
         """refresh(), at most once per `min_interval_s`, by one thread at a time;
         the others go on with the state they have."""
@@ -270,21 +287,55 @@ class Engine:
             self._refresh_lock.release()
 
     def refresh(self) -> bool:
-        """Reload when another process switched generation, added or removed tracks."""
+        """Load what other processes changed since: new segments and new
+        removals of the live generation, or everything after a generation switch."""
         with self._write_mutex:
             return self._refresh_locked()
 
     def _refresh_locked(self) -> bool:
         try:
-            changed = self._stamp() != self._current_stamp
-            if not changed:
-                names = {p.name for p in store.list_segments(self.gen_dir)}
-                changed = names != self._segments or store.read_removed(self.gen_dir) != self.removed
+            if self._stamp() != self._current_stamp:
+                self._load()
+                return True
+            changes = store.change_log_size(self.gen_dir)  # before looking, as in _load
+            segments = store.list_segments(self.gen_dir)
+            removed = store.read_removed(self.gen_dir)
         except FileNotFoundError:
-            changed = True
-        if changed:
             self._load()
+            return True
+        if not ({p.name for p in segments} >= self._segments and removed >= self.removed):
+            self._load()  # something was taken away, which no addition or removal does
+            return True
+        new = [p for p in segments if p.name not in self._segments]
+        changed = bool(new) or removed != self.removed
+        if changed:
+            batches = [store.read_segment(p, self.config, verify=self._verify) for p in new]
+            with self._lock.write():
+                for number in removed - self.removed:
+                    track_id = self.by_number.pop(number, None)  # live numbers only
+                    if track_id is not None:
+                        del self.tracks[track_id]
+                for batch in batches:  # in segment order: a later copy of an id wins
+                    self.index.add(*self._absorb(batch, removed, self.tracks, self.by_number))
+                self.removed = removed
+                self._segments.update(p.name for p in new)
+                self._removed_mask = self._mask(removed, self.by_number)
+                self._next_number = max([self._next_number - 1] + list(self.by_number) + list(removed)) + 1
+        self._changes = changes
+        if changed:
+            self._maybe_compact()
         return changed
+
+    def _maybe_compact(self) -> None:
+        """Fold the codes added since the table was built into a new table
+        once they are many (HashIndex.needs_compaction).  Call under the
+        write mutex: built while queries go on with the current index (which
+        does not change: writers hold the mutex), then swapped in."""
+        if self.index.needs_compaction():
+            compact = self.index.compacted(self._removed_mask)
+            with self._lock.write():
+                self.index = compact
+            release_free_memory()
 
     # -- queries ------------------------------------------------------------
     def query(self, source: Source, match_config: MatchConfig | None = None) -> QueryResult:
@@ -431,13 +482,8 @@ class Engine:
                 self._next_number += len(items)
                 self._removed_mask = self._mask(self.removed, self.by_number)
                 self._segments.add(seg.name)
-            if self.index.needs_compaction():
-                # Built while queries go on with the current index (it does
-                # not change: writers hold the write mutex), then swapped in.
-                compact = self.index.compacted(self._removed_mask)
-                with self._lock.write():
-                    self.index = compact
-                release_free_memory()
+            self._changes = store.log_change(self.gen_dir, f"added {seg.name}")
+            self._maybe_compact()
         return infos
 
     def remove(self, track_id: str) -> TrackInfo:
@@ -451,6 +497,7 @@ class Engine:
                 del self.tracks[track_id]
                 self.by_number.pop(info.number, None)
                 self._removed_mask = self._mask(removed, self.by_number)
+            self._changes = store.log_change(self.gen_dir, f"removed {info.number}")
         return info
 
     # -- reporting ----------------------------------------------------------

@@ -5,6 +5,8 @@ Layout of an index directory (see indexes/README.md):
     INDEX_DIR/CURRENT              name of the live generation (atomically replaced)
     INDEX_DIR/gen-*/segment-NNNNNN-<sha256:16>.h5
     INDEX_DIR/gen-*/removed.json   track numbers removed since the segments were written
+    INDEX_DIR/gen-*/changes.log    one line appended per committed change: its size tells
+                                   readers (other server processes) to refresh
     INDEX_DIR/building/            a build in progress (resumable)
 
 Every file is written to a temporary name, fsynced and renamed, so a crash
@@ -31,6 +33,7 @@ from .config import FORMAT_VERSION, FeatureConfig
 from .errors import BuildInProgress, ConfigMismatch, IndexCorrupt, IndexNotFound
 
 _SEGMENT_RE = re.compile(r"^segment-(\d{6})-([0-9a-f]{16})\.h5$")
+_GENERATION_RE = re.compile(r"gen-[0-9A-Za-z_-]+")
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -193,6 +196,36 @@ def write_removed(gen_dir: Path, numbers: set[int]) -> None:
     atomic_write_bytes(gen_dir / "removed.json", json.dumps(sorted(numbers)).encode())
 
 
+CHANGES = "changes.log"
+
+
+def log_change(gen_dir: Path, line: str) -> int:
+    """Append `line` to the generation's change log, after the change itself
+    is durable; returns the log's new size (-1 when the generation is gone).
+    Call under the write lock.
+
+    The log is append-only, so its size grows with every change: a reader
+    that stats it before each query sees any change committed before that
+    query, whatever the clock (file times are too coarse to order two quick
+    changes).  It is a signal, not a record: nothing reads its lines back.
+    """
+    try:
+        with open(gen_dir / CHANGES, "ab") as fh:
+            fh.write(line.encode() + b"\n")
+            return fh.tell()
+    except FileNotFoundError:
+        return -1
+
+
+def change_log_size(gen_dir: Path) -> int:
+    """Size of the generation's change log: 0 before its first change, -1 when
+    the generation itself is gone (a reader of it must reload)."""
+    try:
+        return os.stat(gen_dir / CHANGES).st_size
+    except FileNotFoundError:
+        return 0 if gen_dir.is_dir() else -1
+
+
 def write_generation_config(gen_dir: Path, cfg: FeatureConfig) -> None:
     body = {"format_version": FORMAT_VERSION, "feature_config": json.loads(cfg.to_json())}
     atomic_write_bytes(gen_dir / "config.json", json.dumps(body, indent=2).encode())
@@ -221,14 +254,19 @@ def current_generation(index_dir: Path) -> Path:
         raise IndexNotFound(f"no index at {index_dir} (build one with `simsearch build {index_dir} SOURCE...`)")
     name = cur.read_text().strip()
     gen = index_dir / name
-    if not re.fullmatch(r"gen-[0-9A-Za-z_-]+", name) or not gen.is_dir():
+    if not _GENERATION_RE.fullmatch(name) or not gen.is_dir():
         raise IndexCorrupt(f"{cur} names a missing generation {name!r}")
     return gen
 
 
 def switch_generation(index_dir: Path, gen_dir: Path) -> None:
-    """Make `gen_dir` the live generation, atomically."""
-    atomic_write_bytes(index_dir / "CURRENT", (gen_dir.name + "\n").encode())
+    """Make `gen_dir` the live generation, atomically, and log the switch in the
+    generation it replaces (whose readers watch that log).  Call under the write lock."""
+    cur = index_dir / "CURRENT"
+    old = cur.read_text().strip() if cur.exists() else ""
+    atomic_write_bytes(cur, (gen_dir.name + "\n").encode())
+    if _GENERATION_RE.fullmatch(old) and old != gen_dir.name:
+        log_change(index_dir / old, f"switched to {gen_dir.name}")
 
 
 def new_generation_name() -> str:

@@ -48,6 +48,16 @@ def excerpt(y: np.ndarray, sr: int, offset_s: float, duration_s: float) -> np.nd
     return np.array(y[a : a + int(round(duration_s * sr))], dtype=np.float32)
 
 
+def pieces(names, length_s: float = 3.0, sr: int = 16000) -> list[bytes]:
+    """Distinct (non-overlapping) pieces of the clips, as FLAC bytes at `sr`."""
+    out = []
+    for name in names:
+        y, clip_sr = load_clip(name)
+        for offset in range(0, int(len(y) / clip_sr - length_s), int(length_s)):
+            out.append(audio_bytes(resample(excerpt(y, clip_sr, offset, length_s), clip_sr, sr), sr, "flac"))
+    return out
+
+
 def add_noise(y: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     """y plus white noise `snr_db` below its mean power."""
     rng = np.random.default_rng(seed)

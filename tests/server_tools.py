@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,13 +51,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WORKERS = 2  # the API tests run against a multi-process server unless they ask otherwise
+
+
 def start_server(index_dir, log, *args, port: int | None = None, keys_env: str = KEYS_ENV) -> subprocess.Popen:
-    """`simsearch serve INDEX_DIR` as a child process (not yet healthy)."""
+    """`simsearch serve INDEX_DIR` as a child process (not yet healthy), with
+    --workers 2 unless `args` say otherwise, in a process group of its own
+    (kill_server() ends every process of it)."""
     env = dict(os.environ, SIMSEARCH_API_KEYS=keys_env)
+    workers = [] if "--workers" in map(str, args) else ["--workers", str(WORKERS)]
     with open(log, "ab") as log_fh:
         return subprocess.Popen([sys.executable, "-m", "simsearch", "serve", str(index_dir), "--host", "127.0.0.1",
-                                 "--port", str(port), *map(str, args)], stdout=log_fh, stderr=subprocess.STDOUT,
-                                env=env)
+                                 "--port", str(port), *workers, *map(str, args)], stdout=log_fh,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def kill_server(proc: subprocess.Popen) -> None:
+    """SIGKILL the server's parent and its workers at once, as a crash would."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def worker_pids(proc: subprocess.Popen) -> set[int]:
+    """The server's worker processes (the parent's children)."""
+    path = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
 def wait_healthy(proc: subprocess.Popen, url: str, log: Path, patience_s: float = 60.0) -> None:
@@ -86,10 +108,9 @@ def running_server(index_dir, log, *args, keys_env: str = KEYS_ENV):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=20)  # workers finish their requests first
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            kill_server(proc)
 
 
 def assert_error(server, resp, status, code=None):

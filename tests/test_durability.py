@@ -1,13 +1,12 @@
-"""Durability and concurrency on a real server process: SIGKILL in the middle of
-a stream of additions loses no acknowledged track; queries keep their answers
-while tracks are added and removed and while a rebuild switches in."""
+"""Durability and concurrency on a real server (two worker processes): SIGKILL
+in the middle of a stream of additions loses no acknowledged track; queries
+keep their answers while tracks are added and removed and while a rebuild
+switches in."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +15,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from audio_tools import CATALOG, OUTSIDE, audio_bytes, catalog_sources, excerpt, load_clip, resample
-from server_tools import WRITE_KEY, free_port, running_server, start_server, wait_healthy
+from audio_tools import CATALOG, OUTSIDE, audio_bytes, catalog_sources, excerpt, load_clip, pieces, resample
+from server_tools import WRITE_KEY, free_port, kill_server, running_server, start_server, wait_healthy
 from simsearch.build import build, create_empty, scan
 from simsearch.engine import Engine
 
@@ -26,16 +25,6 @@ pytestmark = pytest.mark.slow
 KILLS = 20
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 SR = 16000
-
-
-def _pieces(names, length_s=3.0):
-    """Distinct (non-overlapping) 3 s pieces of the clips, as FLAC bytes."""
-    out = []
-    for name in names:
-        y, sr = load_clip(name)
-        for offset in range(0, int(len(y) / sr - length_s), int(length_s)):
-            out.append(audio_bytes(resample(excerpt(y, sr, offset, length_s), sr, SR), SR, "flac"))
-    return out
 
 
 def _add(url, track_id, data, timeout=30):
@@ -50,7 +39,7 @@ def _query_ids(url, data, top_k=50):
 
 
 def test_sigkill_during_additions_loses_no_acknowledged_track(tmp_path):
-    pieces = _pieces(CATALOG + OUTSIDE)
+    uploads = pieces(CATALOG + OUTSIDE)
     index_dir = tmp_path / "index"
     create_empty(index_dir)
     log = tmp_path / "server.log"
@@ -71,11 +60,11 @@ def test_sigkill_during_additions_loses_no_acknowledged_track(tmp_path):
                 n = next(counter)
                 track_id = f"kill{kill:02d}/track{n:04d}"
                 try:
-                    resp = _add(url, track_id, pieces[n % len(pieces)])
+                    resp = _add(url, track_id, uploads[n % len(uploads)])
                 except requests.RequestException:
                     return  # the server died under this request: not acknowledged
                 if resp.status_code == 201:
-                    acked[track_id] = n % len(pieces)
+                    acked[track_id] = n % len(uploads)
                 else:
                     failures.append(f"{track_id}: {resp.status_code} {resp.text[:200]}")
                 # A pause keeps the copies of each piece (a query returns at most
@@ -85,8 +74,7 @@ def test_sigkill_during_additions_loses_no_acknowledged_track(tmp_path):
         thread = threading.Thread(target=writer)
         thread.start()
         time.sleep(rng.uniform(0.3, 1.5))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_server(proc)  # the parent and both workers, mid-write or not
         stop.set()
         thread.join(timeout=60)
         assert not thread.is_alive()
@@ -101,7 +89,7 @@ def test_sigkill_during_additions_loses_no_acknowledged_track(tmp_path):
     with running_server(index_dir, log) as srv:
         for track_id in acked:
             assert srv.get("/v1/tracks/" + quote(track_id, safe="")).status_code == 200, track_id
-        for k, data in enumerate(pieces):
+        for k, data in enumerate(uploads):
             want = {t for t, p in acked.items() if p == k}
             if want:
                 assert len(want) <= 8, "too many copies of one piece to check them all by one query"
@@ -129,8 +117,8 @@ def test_queries_keep_their_answers_under_additions_removals_and_a_rebuild(catal
         y, sr = load_clip(name)
         queries.append(audio_bytes(resample(excerpt(y, sr, 3.0 + 2 * k, 8.0), sr, SR), SR, "flac"))
         queries.append(audio_bytes(resample(excerpt(y, sr, 6.0, 10.0), int(sr * 1.1), SR), SR, "flac"))
-    queries += _pieces(OUTSIDE[1:])[:2]  # out of the catalog, and unlike the additions
-    additions = _pieces(OUTSIDE[:1])  # other music: it must not change the queries' answers
+    queries += pieces(OUTSIDE[1:])[:2]  # out of the catalog, and unlike the additions
+    additions = pieces(OUTSIDE[:1])  # other music: it must not change the queries' answers
 
     with running_server(index_dir, tmp_path / "server.log") as srv:
         idle = _answers(srv.url, queries)

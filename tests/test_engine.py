@@ -262,6 +262,53 @@ def test_refresh_sees_another_engines_changes(index_copy):
     assert reader.refresh() is False
 
 
+def test_sync_sees_another_engines_changes_at_once_and_reads_only_what_is_new(index_copy, monkeypatch):
+    """What each server process does before a request: nothing is read while
+    nothing changed; after another process's addition or removal, only the new
+    segment and the list of removals, into the same FAISS index."""
+    reader, writer = Engine(index_copy), Engine(index_copy)
+    index, real_read, reads = reader.index, store.read_segment, []
+    monkeypatch.setattr(store, "read_segment", lambda path, *a, **kw: reads.append(path.name) or real_read(path, *a, **kw))
+    reader.sync()
+    assert reads == []
+    info = writer.add("extra/dungeon", clip_path("flare_dungeon_theme"))
+    reader.sync()
+    assert reader.get("extra/dungeon").number == info.number
+    assert _top(reader, "flare_dungeon_theme") == "extra/dungeon"
+    writer.remove("extra/dungeon")
+    writer.remove("flare_cave_theme")
+    reader.sync()
+    assert "extra/dungeon" not in reader.tracks and "flare_cave_theme" not in reader.tracks
+    assert _top(reader, "flare_dungeon_theme") is None and _top(reader, "flare_cave_theme") is None
+    writer.add("flare_cave_theme", clip_path("flare_boss_theme"))  # a removed id again, with other audio
+    reader.sync()
+    assert _top(reader, "flare_boss_theme") == "flare_cave_theme"
+    assert len(reads) == 2 and reader.index is index
+    # The reader's own addition takes a number after the writer's, and the writer sees it.
+    mine = reader.add("reader/dungeon", clip_path("flare_dungeon_theme"))
+    assert mine.number > writer.get("flare_cave_theme").number
+    writer.sync()
+    assert _top(writer, "flare_dungeon_theme") == "reader/dungeon"
+    assert _answers(reader) == _answers(writer) == _answers(Engine(index_copy))
+
+
+def test_sync_sees_a_rebuild_at_once(index_copy):
+    """A switch is logged in the generation it replaces; a reader of a generation
+    that is gone (two rebuilds later) reloads too."""
+    reader = Engine(index_copy)
+    first = reader.gen_dir
+    build(index_copy, catalog_sources(["flare_cave_theme"]), jobs=1, progress=False)
+    assert store.change_log_size(first) > 0
+    reader.sync()
+    assert sorted(reader.tracks) == ["flare_cave_theme"] and reader.gen_dir != first
+    stale = Engine(index_copy)
+    for names in (["flare_town_theme"], ["flare_boss_theme"]):
+        build(index_copy, catalog_sources(names), jobs=1, progress=False)
+    assert store.change_log_size(stale.gen_dir) == -1  # kept for one rollback only, then deleted
+    stale.sync()
+    assert sorted(stale.tracks) == ["flare_boss_theme"]
+
+
 # -- several writers on one index (a server's Engine and the CLI) ------------------
 
 def test_removals_by_two_engines_are_both_kept(index_copy):
