@@ -37,7 +37,9 @@ import faiss
 import numpy as np
 
 # A query's lookups are small; across concurrent queries, one thread each
-# beats OpenMP fan-out (which also spins on a busy machine).
+# beats OpenMP fan-out (which also spins on a busy machine).  OpenMP keeps
+# this setting per calling thread, so HashIndex.lookup() sets it in each
+# thread too (a server's request threads start with one OpenMP thread per core).
 faiss.omp_set_num_threads(1)
 
 # Hit id layout (63 bits; the sign bit stays clear for FAISS's -1):
@@ -309,6 +311,7 @@ class HashIndex:
         codes = np.asarray(codes, np.uint64)
         if len(codes) == 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        faiss.omp_set_num_threads(1)  # per thread: see the module's top
         parts = []
         if self._table:
             parts.append(self._table.lookup(codes))

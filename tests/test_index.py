@@ -3,6 +3,8 @@ FAISS's own writer, additions, compaction, and the hit-id layout."""
 
 from __future__ import annotations
 
+import threading
+
 import faiss
 import numpy as np
 import pytest
@@ -249,3 +251,21 @@ def test_mismatched_lengths_are_refused():
         HashIndex(CARD).add(np.zeros(3, np.uint64), np.zeros(2, np.int64))
     with pytest.raises(ValueError):
         HashIndex(CARD, np.zeros(3, np.uint64), np.zeros(2, np.int64))
+
+
+def test_lookups_in_other_threads_run_faiss_on_that_thread_alone():
+    """OpenMP's thread count is per calling thread: one set at import would
+    leave a server's request threads fanning each lookup out to every core."""
+    codes = np.arange(100, dtype=np.uint64)
+    index = HashIndex(CARD, codes, np.arange(100, dtype=np.int64))
+    index.add(codes[:5] + np.uint64(1000), np.arange(100, 105, dtype=np.int64))  # the side index too
+    seen = []
+
+    def lookup():
+        index.lookup(np.arange(10, dtype=np.uint64))
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=lookup)
+    thread.start()
+    thread.join()
+    assert seen == [1]
