@@ -214,7 +214,8 @@ def load_section(r: dict) -> str:
         return f"## HTTP load\n\nSkipped: {ld['skipped']}"
     def row(x: dict, label) -> list:
         return [label, x["requests"], x["failed"], x["throughput_rps"], x["p50_ms"], x["p99_ms"],
-                x["server_cores_busy"], x.get("server_cpu_ms_per_request", "-"), x.get("load_average_1min", "-"),
+                x["server_cores_busy"], x.get("server_cpu_ms_per_request", "-"), x.get("machine_cores_busy", "-"),
+                x.get("load_average_1min", "-"),
                 f"{x['correct_top']}/{x['ok']}"]
 
     wa = ld["while_adding"]
@@ -229,9 +230,11 @@ def load_section(r: dict) -> str:
             f"{ld['seconds_per_level']:g} s per level, {rounds} round(s) of 1, 4, 16 clients, each level shown by its "
             f"best round{' (req/s of every round: ' + every + ')' if every else ''}. Throughput = successful "
             f"requests / wall seconds; latency is the client's round trip; server cores busy = the CPU seconds of "
-            f"the server's processes / wall seconds; load = the machine's 1-minute load average after the level.\n\n"
+            f"the server's processes / wall seconds; machine cores busy = all processes' (the server's, the clients', "
+            f"anyone else's) CPU seconds / wall seconds; load = the machine's 1-minute load average after the level."
+            f"\n\n"
             + report.table(["clients", "requests", "failed", "req/s", "p50 ms", "p99 ms", "server cores busy",
-                            "server CPU ms / request", "load", "top match right"], rows)
+                            "server CPU ms / request", "machine cores busy", "load", "top match right"], rows)
             + f"\n\n16 clients / 1 client: **{ld['ratio_16_to_1']:g}x** (bar: 1.6x). While adding: {ad['ok']} tracks "
               f"({ad['audio_seconds']:g} s of audio) added, {ad['failed']} failed, p50 "
               f"{report.num(ad['p50_ms'], '{:g}')} ms per addition.")

@@ -126,6 +126,13 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK") + sum(map(cpu_seconds, children))
 
 
+def machine_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    return sum(f) - f[3] - f[4], sum(f)  # idle and iowait are not busy
+
+
 def run_level(base: str, pid: int, wavs: list[tuple[str, bytes]], clients: int, seconds: float,
               adder: tuple | None = None) -> dict:
     """`clients` query clients (plus the adder's, when given) for `seconds`."""
@@ -139,13 +146,15 @@ def run_level(base: str, pid: int, wavs: list[tuple[str, bytes]], clients: int, 
         threads.append(threading.Thread(target=add_client, args=(base, *adder, start, deadline, add_log)))
     for th in threads:
         th.start()
-    cpu0, client_cpu0 = cpu_seconds(pid), time.process_time()
+    cpu0, client_cpu0, machine0 = cpu_seconds(pid), time.process_time(), machine_busy_jiffies()
     start.wait()
     t0 = time.perf_counter()
     deadline[0] = t0 + seconds
     for th in threads:
         th.join()
     wall = max([c.last_done for c in logs] + [add_log.last_done, t0 + 1e-9]) - t0
+    server_cpu, client_cpu = cpu_seconds(pid) - cpu0, time.process_time() - client_cpu0
+    machine1 = machine_busy_jiffies()
     lat = [v for c in logs for v in c.latencies_ms]
     ok = len(lat)
     out = {
@@ -155,17 +164,22 @@ def run_level(base: str, pid: int, wavs: list[tuple[str, bytes]], clients: int, 
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if lat else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if lat else None,
         "correct_top": sum(c.correct for c in logs),
-        "server_cores_busy": round((cpu_seconds(pid) - cpu0) / wall, 2),
-        "server_cpu_ms_per_request": round(1000 * (cpu_seconds(pid) - cpu0) / max(ok, 1), 1),
+        "server_cores_busy": round(server_cpu / wall, 2),
+        "server_cpu_ms_per_request": round(1000 * server_cpu / max(ok, 1), 1),
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "client_cores_busy": round((time.process_time() - client_cpu0) / wall, 2),
+        "client_cores_busy": round(client_cpu / wall, 2),
+        # Every core's busy share over the level: when it is near the core count
+        # and the server's is not, other work on the machine took the rest.
+        "machine_cores_busy": round((os.cpu_count() or 1) * (machine1[0] - machine0[0])
+                                    / max(machine1[1] - machine0[1], 1), 2),
     }
     if adder is not None:
         out["adds"] = {"ok": len(add_log.latencies_ms), "failed": add_log.failures, "errors": add_log.errors,
                        "p50_ms": round(float(np.percentile(add_log.latencies_ms, 50)), 1) if add_log.latencies_ms else None,
                        "audio_seconds": round(sum(t.duration for t in adder[0][: len(add_log.latencies_ms)]), 1)}
     log(f"{clients} clients{' + adder' if adder else ''}: {out['throughput_rps']} req/s, p50 {out['p50_ms']} ms, "
-        f"p99 {out['p99_ms']} ms, {out['failed']} failed, server {out['server_cores_busy']} cores")
+        f"p99 {out['p99_ms']} ms, {out['failed']} failed, server {out['server_cores_busy']} cores "
+        f"(machine {out['machine_cores_busy']})")
     return out
 
 
