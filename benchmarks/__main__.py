@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1min": clock.loads,
         "headline": headline(core_r, deriv_r, stages_r, load_r, peer_r),
         "stages": stages_r, "load": load_r, "peer": peer_r,
-        "plots": {k: p.name for k, p in figures.items()},
+        "plots": {k: p.name for k, p in figures.items() if p is not None},
     }
     text = markdown(result, core_r, deriv_r)
     core.write_text(out_dir / "suite.json", json.dumps(result, indent=1) + "\n")

@@ -132,8 +132,10 @@ def indexing(stages_r: dict, path: Path, peer_r: dict | None = None) -> Path:
     return _save(fig, path)
 
 
-def load(load_r: dict, path: Path) -> Path:
-    """Throughput and latency against concurrent HTTP clients."""
+def load(load_r: dict, path: Path) -> Path | None:
+    """Throughput and latency against concurrent HTTP clients (None when the part was skipped)."""
+    if "levels" not in load_r:
+        return None
     lv = load_r["levels"]
     n = [x["clients"] for x in lv]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
