@@ -4,9 +4,10 @@ waitress rejects some requests before the app sees them (a Content-Length over
 the body limit, malformed or oversized headers, bad chunked encoding) with a
 plain-text page; here those answers take the API's JSON error shape too.
 
-Python runs one thread at a time in a process (the GIL), and about half of a
-query's server time is Python (the HTTP layer, multipart parsing, matching's
-numpy glue), so threads alone keep about one core busy.  Several processes
+Python runs one thread at a time in a process (the GIL), and about 30% of a
+query's server time holds it (the HTTP layer, multipart parsing, decoding's
+read callbacks, matching's numpy glue), so threads alone keep at most about
+1.5 of 2 cores busy (benchmarks/README.md, HTTP load).  Several processes
 use several: `supervise()` forks workers that inherit the parent's bound
 socket and loaded index (copy-on-write) and each run waitress with their own
 threads on that one socket; the kernel hands each new connection to one of
