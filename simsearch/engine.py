@@ -98,6 +98,11 @@ def _libc():
         return None
 
 
+def _next_free_number(by_number: dict[int, str], removed: set[int], at_least: int = 0) -> int:
+    """The next track number to give: past every live and removed one (never reused)."""
+    return max([at_least - 1, *by_number, *removed]) + 1
+
+
 def validate_track_id(track_id: str) -> str:
     """Ids are opaque strings, but they appear in URLs and logs: at most 256
     bytes of UTF-8, no control characters, no surrounding white space; '/'
@@ -233,7 +238,7 @@ class Engine:
             self.tracks, self.by_number, self.index = tracks, by_number, index
             self._segments = {p.name for p in segments}
             self._removed_mask = masked
-            self._next_number = max(list(by_number) + list(removed) + [-1]) + 1
+            self._next_number = _next_free_number(by_number, removed)
             self._current_stamp, self._changes = stamp, changes
 
     @staticmethod
@@ -320,7 +325,7 @@ class Engine:
                 self.removed = removed
                 self._segments.update(p.name for p in new)
                 self._removed_mask = self._mask(removed, self.by_number)
-                self._next_number = max([self._next_number - 1] + list(self.by_number) + list(removed)) + 1
+                self._next_number = _next_free_number(self.by_number, removed, self._next_number)
         self._changes = changes
         if changed:
             self._maybe_compact()

@@ -89,14 +89,22 @@ def unpack_ids(ids: np.ndarray):
     return track, t1, f1, span
 
 
+def marked(track: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Whether each track number is set in `mask` (bool [track numbers]);
+    numbers beyond its end are not."""
+    track = np.asarray(track, np.int64)
+    if mask is None or len(mask) == 0:
+        return np.zeros(len(track), bool)
+    return (track < len(mask)) & mask[np.minimum(track, len(mask) - 1)]
+
+
 def without_tracks(codes: np.ndarray, ids: np.ndarray,
                    removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The (codes, ids) whose track `removed` (bool [track numbers]) does not
     mark; tracks beyond its end are kept."""
     if removed is None or not removed.any():
         return codes, ids
-    track = ids >> TRACK_SHIFT
-    keep = ~((track < len(removed)) & removed[np.minimum(track, len(removed) - 1)])
+    keep = ~marked(ids >> TRACK_SHIFT, removed)
     return codes[keep], ids[keep]
 
 

@@ -4,11 +4,11 @@ candidates out.
 A hit pairs a query triplet with a reference triplet that has the same hash.
 Hits count only when many of them agree on one line
     reference time = offset + speed * query time
-found by a Hough vote over (speed, offset); the score is the number of
-distinct anchor pairs on that line, less a fixed penalty when the line is
-off unit speed and pitch (the wide search tries many more hypotheses, so
-chance alignments score higher there).  Each pair weighs less the farther it
-lies from the line in time and pitch (see `_fit_weight`).
+found by a Hough vote over (speed, offset); the score sums over the
+distinct anchor pairs on that line a weight that falls with the pair's
+distance from the line in time and pitch (`_fit_weight`), less a fixed
+penalty when the line is off unit speed and pitch (the wide search tries many
+more hypotheses, so chance alignments score higher there).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from . import _kernels as K
 from .config import FeatureConfig, MatchConfig
 from .features import Triplets
-from .index import unpack_ids
+from .index import marked, unpack_ids
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarr
     slack = 1.0 / sq
     ok = (log_speed >= np.log2(mcfg.min_speed) - slack) & (log_speed <= np.log2(mcfg.max_speed) + slack)
     ok &= np.abs(pitch) <= mcfg.max_pitch + mcfg.pitch_tol
-    if removed is not None and len(removed):
-        inside = track < len(removed)
-        ok &= ~(inside & removed[np.minimum(track, len(removed) - 1)])
+    ok &= ~marked(track, removed)
     return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok], log_speed[ok])
 
 
