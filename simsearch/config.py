@@ -156,6 +156,12 @@ class MatchConfig:
     # from the rest by gaps longer than this.
     max_gap_s: float = 3.0
     max_candidates: int = 12
+    # Bound on the table entries one pass of a query reads (its hits), so
+    # that a query's time and memory (~100 bytes per hit while it is matched)
+    # stay bounded however large the catalog: past it, the probes of the
+    # most shared codes are left out (HashIndex.within_budget).  A 10 s query
+    # reads ~0.2 M entries per pass on a 3.5 h catalog; hits grow with it.
+    max_lookup_entries: int = 4_000_000
     # A match off unit speed and pitch (beyond these tolerances) needed the
     # wide search, whose many (speed, pitch) hypotheses reach higher scores by
     # chance: its score is the aligned hits less `off_unit_penalty`.

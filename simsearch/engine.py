@@ -387,7 +387,7 @@ class Engine:
         """One lookup and alignment pass; every candidate, best first.  Call under the read lock."""
         cfg = self.config
         codes, owner = features.query_probes(q, cfg, mcfg)
-        probe, ids = self.index.lookup(codes)
+        probe, ids = self.index.lookup(codes, mcfg.max_lookup_entries)
         hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, self._removed_mask)
         cands = matching.align_hits(hits, cfg, mcfg, n_samples / cfg.hop)
         duration = n_samples / cfg.sample_rate

@@ -223,6 +223,13 @@ class _ListTable:
         # Fault every page in now: the table is resident from the start (and
         # counted as such), and the first queries pay no page faults.
         self._mapped()[::PAGE_BYTES].max(initial=0)
+        # Entries of each list (what a probe of it reads): the image's own
+        # table when it is in the full form (as at the default sizing).
+        img = self._mapped()
+        if bytes(img[self._sizes_at: self._sizes_at + 4]) == b"full":
+            self.sizes = img[self._sizes_at + 12: self._data_at].view("<u8")
+        else:
+            self.sizes = sizes.astype(np.uint32)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(list [n] int64, stored code bytes [n, code_size]) of each code."""
@@ -241,6 +248,11 @@ class _ListTable:
         lims, _, found = self.faiss.range_search_preassigned(stored, 1, lists.reshape(-1, 1), None)
         return lims, found
 
+    def cost(self, codes: np.ndarray) -> np.ndarray:
+        """Entries a lookup of each code reads (its list's size; 0 for codes wider than any stored)."""
+        lists, _ = self._split(codes)
+        return np.where(codes >> np.uint64(self.bits) != 0, 0, self.sizes[lists]).astype(np.int64)
+
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (code, id), list by list, each list in insertion order."""
         img = self._mapped()
@@ -258,7 +270,8 @@ class _ListTable:
         return codes, id_bytes.view("<i8").ravel()
 
     def memory_bytes(self) -> int:
-        return self.nlist * LIST_HEADER_BYTES + self.file_bytes
+        own = 0 if self.sizes.base is not None else self.sizes.nbytes
+        return self.nlist * LIST_HEADER_BYTES + self.file_bytes + own
 
 
 # -- the index --------------------------------------------------------------------
@@ -309,16 +322,22 @@ class HashIndex:
         self._added.add_with_ids(_as_binary(codes), ids)
         self._added_parts.append((codes, ids))
 
-    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, codes: np.ndarray, max_entries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored entry whose code equals one of `codes`.
 
         Returns (probe, ids): probe[k] is the position in `codes` that found
         ids[k].  Results come probe by probe, each probe's in the order the
-        entries were added.
+        entries were added.  `max_entries` bounds the work: see `within_budget`.
         """
         codes = np.asarray(codes, np.uint64)
         if len(codes) == 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        kept = None  # positions of the probes looked up, when not all
+        if max_entries is not None:
+            mask = self.within_budget(codes, max_entries)
+            if not mask.all():
+                kept = np.flatnonzero(mask)
+                codes = codes[kept]
         faiss.omp_set_num_threads(1)  # per thread: see the module's top
         parts = []
         if self._table:
@@ -327,9 +346,29 @@ class HashIndex:
             lims, _, found = self._added.range_search(_as_binary(codes), 1)
             parts.append((lims, found))
         if len(parts) == 1:
-            lims, found = parts[0]
-            return _probes_of(lims), found
-        return _interleave(*parts[0], *parts[1])
+            probe, found = _probes_of(parts[0][0]), parts[0][1]
+        else:
+            probe, found = _interleave(*parts[0], *parts[1])
+        return (probe, found) if kept is None else (kept[probe], found)
+
+    def within_budget(self, codes: np.ndarray, max_entries: int) -> np.ndarray:
+        """Which probes to look up (bool [n]) so that they read at most
+        `max_entries` table entries: all of them when they fit, else those of
+        the smallest lists first.  A code shared by many entries is the least
+        telling (chance hits grow with the catalog, a true hit is one entry),
+        so a query over a huge catalog keeps its most selective probes and a
+        bounded time and memory.  The side index of added codes (at most
+        1/SIDE_FRACTION of the table) is not counted."""
+        codes = np.asarray(codes, np.uint64)
+        if self._table is None:
+            return np.ones(len(codes), bool)
+        cost = self._table.cost(codes)
+        if int(cost.sum()) <= max_entries:
+            return np.ones(len(codes), bool)
+        order = np.argsort(cost, kind="stable")
+        keep = np.zeros(len(codes), bool)
+        keep[order[np.cumsum(cost[order]) <= max_entries]] = True
+        return keep
 
     def needs_compaction(self) -> bool:
         """Whether the added entries are worth folding into a new table."""

@@ -125,6 +125,30 @@ def test_short_insert_is_a_partial_match(engine):
     assert m.ref_start - m.query_start == pytest.approx(3.0, abs=0.2)
 
 
+def test_a_query_s_lookups_stay_within_its_budget(engine, monkeypatch):
+    """max_lookup_entries bounds the table entries each pass reads; a plain
+    copy is still found on a budget well under what its probes would read."""
+    y, sr = load_clip(CATALOG[0])
+    x = resample(excerpt(y, sr, 4.0, 10.0), sr, engine.config.sample_rate)
+    read = []
+    lookup = engine.index.lookup
+
+    def counting(codes, max_entries=None):
+        keep = engine.index.within_budget(codes, max_entries) if max_entries is not None else slice(None)
+        read.append(int(engine.index._table.cost(codes)[keep].sum()))
+        return lookup(codes, max_entries)
+
+    monkeypatch.setattr(engine.index, "lookup", counting)
+    full = engine.query_samples(x, MatchConfig(early_exit_score=1e9))
+    unbounded = list(read)
+    read.clear()
+    budget = min(unbounded) // 4
+    bounded = engine.query_samples(x, MatchConfig(early_exit_score=1e9, max_lookup_entries=budget))
+    assert len(read) == 2 and max(read) <= budget < min(unbounded)
+    assert [m.track_id for m in bounded.matches][:1] == [m.track_id for m in full.matches][:1] == [CATALOG[0]]
+    assert engine.query_samples(x, MatchConfig(max_lookup_entries=0)).matches == []
+
+
 def _medley(eng):
     """6 s of cave, 4 s of forest, 3 s of town: three partial matches."""
     parts = [("flare_cave_theme", 2.0, 6.0), ("flare_forest_theme", 10.0, 4.0), ("flare_town_theme", 5.0, 3.0)]

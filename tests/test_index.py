@@ -173,6 +173,38 @@ def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
     assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32, abs=1000)
 
 
+# -- bounded lookups -----------------------------------------------------------
+
+@pytest.mark.parametrize("n, distinct", [(500, 5), (300_000, 100_000)])  # sparse and full size tables
+def test_a_bounded_lookup_keeps_the_probes_of_the_smallest_lists(n, distinct):
+    rng = np.random.default_rng(n + 1)
+    pool, codes, ids = _random_entries(rng, n, distinct)
+    index = HashIndex(CARD, codes, ids)
+    probes = _probes(rng, pool)
+    cost = index._table.cost(probes)
+    lists = probes & np.uint64(index._table.nlist - 1)
+    np.testing.assert_array_equal(cost, [np.sum((codes & np.uint64(index._table.nlist - 1)) == x) for x in lists])
+    # A budget no lookup reaches changes nothing.
+    _assert_same(index.lookup(probes, int(cost.sum())), index.lookup(probes))
+    budget = int(cost.sum()) // 3
+    keep = index.within_budget(probes, budget)
+    assert cost[keep].sum() <= budget < cost[keep].sum() + cost[~keep].min()
+    assert cost[keep].max() <= cost[~keep].min()  # the cheapest probes first
+    p, found = index.lookup(probes, budget)
+    kept = np.flatnonzero(keep)
+    ep, eids = _oracle(codes, ids, probes[kept])
+    _assert_same((p, found), (kept[ep], eids))  # positions still refer to the whole probe array
+
+
+def test_list_sizes_come_from_the_table_image_when_it_holds_them_all():
+    rng = np.random.default_rng(4)
+    _, codes, ids = _random_entries(rng, 200_000, 150_000)
+    table = HashIndex(CARD, codes, ids)._table
+    assert table.sizes.base is not None  # a view of the mapped image, no copy
+    np.testing.assert_array_equal(table.sizes, np.bincount((codes & np.uint64(table.nlist - 1)).astype(np.int64),
+                                                           minlength=table.nlist))
+
+
 # -- additions, removals, compaction ------------------------------------------------
 
 def test_added_entries_are_found_after_the_table_s_in_insertion_order():
