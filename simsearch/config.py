@@ -168,12 +168,28 @@ class MatchConfig:
     unit_speed_tol: float = 0.02
     unit_pitch_tol: float = 0.3
     off_unit_penalty: float = 4.0
-    # Decision: matches scoring less are not returned (chosen on the benchmark:
-    # see benchmarks/results/core.md, "Threshold sweep").
-    min_score: float = 6.5
+    # Verification: a candidate alignment is checked against the reference's
+    # own peaks (the anchors of its stored triplets): each is mapped into the
+    # query along the candidate's line and pitch, over its matched range and
+    # `verify_margin_s` either side, and looked up among the query's local
+    # maxima (every maximum in a `verify_peak_radius` (frames, bins)
+    # neighbourhood, not the quota that made triplets) within
+    # +-`verify_tol_frames` and +-`verify_tol_bins`.  The match's score is the
+    # z-score of the count found against the query's own rate of maxima in
+    # those bins around that range (matching.verify).  Candidates whose
+    # aligned hits weigh less than `min_hit_score` are not verified.
+    verify_peak_radius: tuple[int, int] = (2, 3)
+    verify_tol_frames: int = 1
+    verify_tol_bins: int = 1
+    verify_margin_s: float = 1.0
+    verify_min_window_s: float = 6.0
+    min_hit_score: float = 1.0
+    # Decision: matches whose verification score is less are not returned
+    # (chosen on the benchmark: see benchmarks/results/core.md, "Threshold sweep").
+    min_score: float = 4.5
     # A plain copy of the whole query scoring this much ends the search after
     # the unit-speed pass (the wide pass is skipped).
-    early_exit_score: float = 25.0
+    early_exit_score: float = 10.0
     top_k: int = 5
 
     def replace(self, **changes) -> "MatchConfig":

@@ -219,10 +219,11 @@ class Engine:
         removed = store.read_removed(gen)
         tracks: dict[str, TrackInfo] = {}
         by_number: dict[int, str] = {}
+        anchors = matching.ReferenceAnchors()
         codes, ids = [], []
         for seg in segments:
             batch = store.read_segment(seg, cfg, verify=self._verify)
-            c, i = self._absorb(batch, removed, tracks, by_number)
+            c, i = self._absorb(batch, removed, tracks, by_number, anchors)
             codes.append(c)
             ids.append(i)
             del batch, c, i
@@ -236,14 +237,16 @@ class Engine:
         with self._lock.write():
             self.gen_dir, self.config, self.removed = gen, cfg, removed
             self.tracks, self.by_number, self.index = tracks, by_number, index
+            self.anchors = anchors
             self._segments = {p.name for p in segments}
             self._removed_mask = masked
             self._next_number = _next_free_number(by_number, removed)
             self._current_stamp, self._changes = stamp, changes
 
     @staticmethod
-    def _absorb(batch: store.TrackBatch, removed, tracks, by_number) -> tuple[np.ndarray, np.ndarray]:
-        """Record the batch's live tracks; their (codes, hit ids)."""
+    def _absorb(batch: store.TrackBatch, removed, tracks, by_number,
+                anchors: matching.ReferenceAnchors) -> tuple[np.ndarray, np.ndarray]:
+        """Record the batch's live tracks and their anchors; their (codes, hit ids)."""
         live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
         for k in np.flatnonzero(live):
             info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
@@ -251,10 +254,12 @@ class Engine:
             old = tracks.get(info.track_id)
             if old is not None:  # a later segment re-adds an id: the newer copy wins
                 by_number.pop(old.number, None)
+                anchors.discard(old.number)
             tracks[info.track_id] = info
             by_number[info.number] = info.track_id
         sel = np.repeat(live, batch.count)
         nums = batch.triplet_track_numbers()[sel]
+        anchors.add(nums, batch.t1[sel], batch.f1[sel])
         return batch.codes[sel], pack_ids(nums, batch.t1[sel], batch.f1[sel], batch.span[sel])
 
     @staticmethod
@@ -318,10 +323,11 @@ class Engine:
             with self._lock.write():
                 for number in removed - self.removed:
                     track_id = self.by_number.pop(number, None)  # live numbers only
+                    self.anchors.discard(number)
                     if track_id is not None:
                         del self.tracks[track_id]
                 for batch in batches:  # in segment order: a later copy of an id wins
-                    self.index.add(*self._absorb(batch, removed, self.tracks, self.by_number))
+                    self.index.add(*self._absorb(batch, removed, self.tracks, self.by_number, self.anchors))
                 self.removed = removed
                 self._segments.update(p.name for p in new)
                 self._removed_mask = self._mask(removed, self.by_number)
@@ -362,12 +368,15 @@ class Engine:
         mcfg = match_config or self.match_config
         cfg = self.config
         duration = len(y) / cfg.sample_rate
-        peaks = features.query_peaks(y, cfg, mcfg)
+        S = features.log_spectrogram(y, cfg)
+        peaks = features.spectral_peaks(S, cfg, mcfg.query_peaks_per_block)
+        near = features.near_maxima(S, cfg, mcfg)
+        del S
         q = features.peak_triplets(peaks, cfg, mcfg.query_fanout)
         narrow = mcfg.narrowed()
         with self._lock.read():
             names = self.by_number
-            matches = self._search(q, narrow, len(y), names)
+            matches = self._search(q, near, narrow, len(y), names)
             # Only a convincing plain copy ends the search: a weak one may be a
             # chance alignment hiding the true, transformed source.
             plain_copy = (bool(matches) and matches[0].kind == "duplicate"
@@ -376,29 +385,37 @@ class Engine:
                 best = {m.track_id: m for m in matches}
                 if mcfg.wide_query_fanout != mcfg.query_fanout:
                     q = features.peak_triplets(peaks, cfg, mcfg.wide_query_fanout)
-                for m in self._search(q, mcfg, len(y), names):
+                for m in self._search(q, near, mcfg, len(y), names):
                     if m.track_id not in best or m.score > best[m.track_id].score:
                         best[m.track_id] = m
                 matches = sorted(best.values(), key=lambda m: -m.score)
         matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
         return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
 
-    def _search(self, q: features.Triplets, mcfg: MatchConfig, n_samples: int, names) -> list[Match]:
-        """One lookup and alignment pass; every candidate, best first.  Call under the read lock."""
+    def _search(self, q: features.Triplets, near: np.ndarray, mcfg: MatchConfig, n_samples: int,
+                names) -> list[Match]:
+        """One lookup, alignment and verification pass; every verified
+        candidate, best first.  Call under the read lock."""
         cfg = self.config
         codes, owner = features.query_probes(q, cfg, mcfg)
         probe, ids = self.index.lookup(codes, mcfg.max_lookup_entries)
         hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, self._removed_mask)
         cands = matching.align_hits(hits, cfg, mcfg, n_samples / cfg.hop)
         duration = n_samples / cfg.sample_rate
-        return [self._to_match(c, names[c.track], duration) for c in cands if c.track in names]
+        out = []
+        for c in cands:
+            if c.track in names and c.score >= mcfg.min_hit_score:
+                z, *_ = matching.verify(near, self.anchors.get(c.track), c, cfg, mcfg)
+                out.append(self._to_match(c, z, names[c.track], duration))
+        out.sort(key=lambda m: -m.score)
+        return out
 
     @staticmethod
-    def _to_match(c: matching.Candidate, track_id: str, duration: float) -> Match:
+    def _to_match(c: matching.Candidate, score: float, track_id: str, duration: float) -> Match:
         covers = (c.query_end - c.query_start) >= 0.7 * duration - 1.0
         plain = abs(c.speed - 1.0) < 0.01 and abs(c.pitch_semitones) < 0.25
         kind = ("duplicate" if plain else "modified") if covers else "partial"
-        return Match(track_id, c.score, c.query_start, c.query_end, c.ref_start, c.ref_end,
+        return Match(track_id, score, c.query_start, c.query_end, c.ref_start, c.ref_end,
                      c.speed, c.pitch_semitones, kind, c.hits)
 
     # -- catalog ------------------------------------------------------------
@@ -481,6 +498,7 @@ class Engine:
             new_ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)
             with self._lock.write():
                 self.index.add(batch.codes, new_ids)
+                self.anchors.add(batch.triplet_track_numbers(), batch.t1, batch.f1)
                 for info in infos:
                     self.tracks[info.track_id] = info
                     self.by_number[info.number] = info.track_id
@@ -501,6 +519,7 @@ class Engine:
                 self.removed = removed
                 del self.tracks[track_id]
                 self.by_number.pop(info.number, None)
+                self.anchors.discard(info.number)
                 self._removed_mask = self._mask(removed, self.by_number)
             self._changes = store.log_change(self.gen_dir, f"removed {info.number}")
         return info
@@ -514,7 +533,7 @@ class Engine:
                 "hours": round(hours, 3),
                 "vectors": int(self.index.ntotal),
                 "bytes_on_disk": store.dir_bytes(self.gen_dir),
-                "bytes_in_memory": self.index.memory_bytes(),
+                "bytes_in_memory": self.index.memory_bytes() + self.anchors.nbytes,
                 "generation": self.gen_dir.name,
                 "format_version": FORMAT_VERSION,
                 "feature_config": json.loads(self.config.to_json()),

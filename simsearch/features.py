@@ -202,6 +202,29 @@ def query_peaks(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConf
     return spectral_peaks(log_spectrogram(y, cfg), cfg, mcfg.query_peaks_per_block)
 
 
+def near_maxima(S: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> np.ndarray:
+    """bool [n_frames, n_bins]: the cells within +-`verify_tol_frames` frames and
+    +-`verify_tol_bins` bins of a local maximum of S in a small neighbourhood
+    (`verify_peak_radius`: frames, bins), every one of them, not a quota.
+    What verification looks up for each of a reference's peaks."""
+    if S.ndim != 2 or S.shape[1] != cfg.n_bins:
+        raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
+    rt, rf = mcfg.verify_peak_radius
+    t, f, _ = K.spectral_peaks(np.ascontiguousarray(S, np.float32), rt, rf, np.float32(cfg.floor_db))
+    n, m = S.shape
+    grid = np.zeros((n, m), bool)
+    grid[np.clip(np.rint(t).astype(np.int64), 0, n - 1), np.clip(np.rint(f).astype(np.int64), 0, m - 1)] = True
+    out = grid.copy()
+    for d in range(1, mcfg.verify_tol_frames + 1):
+        out[d:] |= grid[:-d]
+        out[:-d] |= grid[d:]
+    grid = out.copy()
+    for d in range(1, mcfg.verify_tol_bins + 1):
+        out[:, d:] |= grid[:, :-d]
+        out[:, :-d] |= grid[:, d:]
+    return out
+
+
 def query_triplets(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> Triplets:
     """The denser triplet set of a query (the unit-speed pass's fan-out)."""
     return peak_triplets(query_peaks(y, cfg, mcfg), cfg, mcfg.query_fanout)

@@ -125,7 +125,7 @@ def _promising_tracks(h: Hits, log_speed: np.ndarray, tmid: float, mcfg: MatchCo
     first = order[np.unique(track[order], return_index=True)[1]]  # best cell of each track
     # The coarse count is nearly an upper bound of the final score: tracks well
     # under the decision threshold are not worth the exact vote.
-    keep = pair[first] >= max(3.0, 0.7 * mcfg.min_score)
+    keep = pair[first] >= max(3.0, 0.7 * mcfg.min_hit_score)
     first = first[keep]
     first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
     centres = np.empty(len(first))
@@ -210,6 +210,90 @@ def _fit_weight(h: Hits, speed: float, offset: float, pitch: float, fs: float, m
     dt -= np.median(dt)
     z = (dt * (fs / mcfg.hit_time_sigma_s)) ** 2 + ((h.pitch[first] - pitch) / mcfg.hit_pitch_sigma) ** 2
     return float(np.exp(-0.5 * z).sum())
+
+
+# -- verification ---------------------------------------------------------------
+
+class ReferenceAnchors:
+    """Each catalog track's peak positions for verification: the distinct
+    anchors (whole frame, whole bin) of its stored triplets, in time order.
+    3 bytes an anchor: the frame modulo 2^16 (unwrapped on reading: anchors
+    are in time order and never 2^16 frames, 35 minutes, apart) and the bin."""
+
+    def __init__(self):
+        self._t: dict[int, np.ndarray] = {}
+        self._f: dict[int, np.ndarray] = {}
+
+    def add(self, numbers: np.ndarray, t1: np.ndarray, f1: np.ndarray) -> None:
+        """Anchors of the triplets of tracks `numbers` (one per triplet), at t1 frames, f1 bins."""
+        if len(numbers) == 0:
+            return
+        key = ((np.asarray(numbers, np.int64) << 40) | (np.rint(t1).astype(np.int64) << 8)
+               | np.clip(np.rint(f1), 0, 255).astype(np.int64))
+        key = np.unique(key)
+        num = key >> 40
+        cuts = np.flatnonzero(np.diff(num)) + 1
+        for part in np.split(key, cuts):
+            n = int(part[0] >> 40)
+            self._t[n] = ((part >> 8) & 0xFFFF).astype(np.uint16)
+            self._f[n] = (part & 0xFF).astype(np.uint8)
+
+    def discard(self, number: int) -> None:
+        self._t.pop(number, None)
+        self._f.pop(number, None)
+
+    def get(self, number: int) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, bins) as float64, in time order; empty for an unknown track."""
+        t = self._t.get(number)
+        if t is None:
+            return np.zeros(0), np.zeros(0)
+        wraps = np.concatenate([[0], np.cumsum(np.diff(t.astype(np.int64)) < 0)])
+        return t + 65536.0 * wraps, self._f[number].astype(np.float64)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._t.values()) + sum(a.nbytes for a in self._f.values())
+
+
+def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidate,
+           cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[float, int, int, float]:
+    """Check a candidate against its reference's own peaks.
+
+    near : bool [query frames, bins], the query's cells near a local maximum
+    (features.near_maxima); anchors : the reference's peaks (frames, bins).
+    The window is the candidate's matched query range widened by
+    `verify_margin_s` either side, and at least `verify_min_window_s` long
+    (within the query): a chance alignment's few hits are query peaks by
+    construction and must not make the count by themselves.  Each anchor
+    whose image along the candidate's line (speed, offset) and pitch falls in
+    the window is looked up in `near`.  By chance, an image in bin b is found
+    at the rate p_b at which `near` is set in bin b over the window: the
+    query's own density, frequency by frequency.
+
+    Returns (z, found, looked up, mean p_b), z = (found - sum p_b) /
+    sqrt(sum p_b (1 - p_b)): how far the count lies above chance.
+    """
+    fs = cfg.frame_seconds
+    tr, fr = anchors
+    n_frames, n_bins = near.shape
+    q0, q1 = c.query_start / fs, c.query_end / fs
+    offset = c.ref_start / fs - c.speed * q0
+    half = max(0.5 * (q1 - q0) + mcfg.verify_margin_s / fs, 0.5 * mcfg.verify_min_window_s / fs)
+    lo = int(np.floor(min(max(0.5 * (q0 + q1) - half, 0.0), max(n_frames - 2 * half, 0.0))))
+    hi = int(np.ceil(min(lo + 2 * half, n_frames - 1.0)))
+    tq = np.rint((tr - offset) / c.speed).astype(np.int64)
+    fq = np.rint(fr + c.pitch_semitones * cfg.bins_per_octave / 12.0).astype(np.int64)
+    sel = (tq >= lo) & (tq <= hi) & (fq >= 0) & (fq < n_bins)
+    tq, fq = tq[sel], fq[sel]
+    if len(tq) == 0:
+        return 0.0, 0, 0, 0.0
+    k = int(near[tq, fq].sum())
+    p = near[lo: hi + 1].mean(axis=0)[fq]
+    z = (k - float(p.sum())) / np.sqrt(max(float(np.sum(p * (1.0 - p))), 1e-6))
+    return float(z), k, len(tq), float(p.mean())
 
 
 def _densest_run(t: np.ndarray, max_gap: float) -> np.ndarray:

@@ -11,7 +11,7 @@ import soxr
 from audio_tools import chirp, tone, tone_sequence
 from simsearch import _kernels as K
 from simsearch import features
-from simsearch.config import FORMAT_VERSION, FeatureConfig
+from simsearch.config import FORMAT_VERSION, FeatureConfig, MatchConfig
 from simsearch.errors import ParameterError
 
 CFG = FeatureConfig()
@@ -219,3 +219,21 @@ def test_stored_hash_layout_is_tied_to_the_format_version():
     assert codes.tolist() == GOLDEN_CODES[FORMAT_VERSION], (
         f"the hash layout changed but FORMAT_VERSION is still {FORMAT_VERSION}: indexes written before "
         "would open and silently match nothing")
+
+
+def test_near_maxima_marks_the_cells_within_tolerance_of_every_local_maximum():
+    rng = np.random.default_rng(5)
+    S = rng.normal(-40, 6, (120, CFG.n_bins)).astype(np.float32)
+    mcfg = MatchConfig()
+    near = features.near_maxima(S, CFG, mcfg)
+    rt, rf = mcfg.verify_peak_radius
+    t, f, _ = K.spectral_peaks(S, rt, rf, np.float32(CFG.floor_db))
+    ti, fi = np.rint(t).astype(int), np.rint(f).astype(int)
+    tt, ff = np.meshgrid(np.arange(S.shape[0]), np.arange(S.shape[1]), indexing="ij")
+    expected = np.zeros(S.shape, bool)
+    for a, b in zip(ti, fi):
+        expected |= (np.abs(tt - a) <= mcfg.verify_tol_frames) & (np.abs(ff - b) <= mcfg.verify_tol_bins)
+    np.testing.assert_array_equal(near, expected)
+    assert 0.05 < near.mean() < 0.6  # every maximum, far more than a quota's
+    with pytest.raises(ParameterError):
+        features.near_maxima(S[:, :10], CFG, mcfg)

@@ -149,3 +149,62 @@ def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
     # Sparse but evenly spread hits (a degraded copy) all stay in.
     sparse = np.linspace(0.0, 300.0, 11)
     assert _densest_run(sparse, max_gap=3.0 / 0.032).all()
+
+
+# -- verification -----------------------------------------------------------------
+
+def test_reference_anchors_keep_each_distinct_peak_in_time_order_past_2_16_frames():
+    anchors = matching.ReferenceAnchors()
+    t1 = np.array([70_000.2, 5.0, 5.4, 65_535.0, 65_536.6, 130_000.0, 5.0])  # a 70-minute track
+    f1 = np.array([10.0, 20.0, 20.4, 30.0, 40.0, 50.0, 21.0])
+    anchors.add(np.full(len(t1), 3), t1, f1)
+    anchors.add(np.array([4, 4]), np.array([1.0, 2.0]), np.array([143.0, 0.0]))
+    t, f = anchors.get(3)
+    assert t.tolist() == [5, 5, 65_535, 65_537, 70_000, 130_000]  # 5.0 and 5.4 at bin 20: one anchor
+    assert f.tolist() == [20, 21, 30, 40, 10, 50]
+    assert anchors.get(4)[1].tolist() == [143, 0]
+    assert anchors.nbytes == 3 * 8 and len(anchors) == 2
+    anchors.discard(3)
+    assert len(anchors.get(3)[0]) == 0 and len(anchors) == 1
+
+
+def _candidate(speed=1.0, offset_s=20.0, pitch=0.0, q0=0.0, q1=10.0):
+    return matching.Candidate(track=0, score=10.0, speed=speed, pitch_semitones=pitch, query_start=q0,
+                              query_end=q1, ref_start=offset_s + speed * q0, ref_end=offset_s + speed * q1,
+                              hits=np.zeros((0, 2)))
+
+
+@pytest.mark.parametrize("speed, pitch", [(1.0, 0.0), (1.25, 0.0), (0.8, -2.0), (1.0, 3.0)])
+def test_verify_finds_a_reference_s_peaks_where_the_line_puts_them(speed, pitch):
+    rng = np.random.default_rng(7)
+    n_frames, n_bins = int(10 / FS), CFG.n_bins
+    near = rng.random((n_frames, n_bins)) < 0.2  # the query's maxima by chance: 20% of cells
+    # The reference's peaks from 20 s on; those the line maps into the query are there.
+    tr = np.sort(rng.uniform(20 / FS, 40 / FS, 300))
+    fr = rng.integers(20, 120, 300).astype(float)
+    c = _candidate(speed, 20.0, pitch)
+    tq = np.rint((tr - 20 / FS) / speed).astype(int)
+    fq = np.rint(fr + pitch * CFG.bins_per_octave / 12).astype(int)
+    inside = (tq >= 0) & (tq < n_frames)
+    found = near.copy()
+    found[tq[inside], fq[inside]] = True
+    z, k, n, p = matching.verify(found, (tr, fr), c, CFG, MCFG)
+    assert n == inside.sum() and k == n and z > 10 and p == pytest.approx(0.2, abs=0.05)
+    # The same peaks off the line, or another track's: chance.
+    z_off, k_off, n_off, _ = matching.verify(near, (tr, fr), c, CFG, MCFG)
+    assert abs(z_off) < 3 and k_off == pytest.approx(0.2 * n_off, abs=4 * np.sqrt(0.16 * n_off))
+
+
+def test_verify_counts_over_at_least_the_minimum_window():
+    near = np.zeros((int(10 / FS), CFG.n_bins), bool)
+    tr = np.arange(0, int(10 / FS), 4.0)
+    fr = np.full(len(tr), 60.0)
+    near[tr.astype(int), 60] = True  # a reference peak every 4 frames, all found
+    short = _candidate(offset_s=0.0, q0=4.0, q1=4.5)
+    _, _, n, _ = matching.verify(near, (tr, fr), short, CFG, MCFG)
+    window = MCFG.verify_min_window_s / FS
+    assert n == pytest.approx(window / 4, abs=1)
+    wide = _candidate(offset_s=0.0, q0=2.0, q1=8.0)
+    _, _, n_wide, _ = matching.verify(near, (tr, fr), wide, CFG, MCFG)
+    assert n_wide == pytest.approx((6 + 2 * MCFG.verify_margin_s) / FS / 4, abs=1)
+    assert matching.verify(near, (np.zeros(0), np.zeros(0)), wide, CFG, MCFG)[:3] == (0.0, 0, 0)
