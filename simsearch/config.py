@@ -179,7 +179,7 @@ class MatchConfig:
     # those bins around that range (matching.verify).  Candidates whose
     # aligned hits weigh less than `min_hit_score` are not verified.
     verify_peak_radius: tuple[int, int] = (2, 3)
-    verify_tol_frames: int = 1
+    verify_tol_frames: float = 0.5
     verify_tol_bins: int = 1
     verify_margin_s: float = 1.0
     verify_min_window_s: float = 6.0

@@ -203,19 +203,20 @@ def query_peaks(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConf
 
 
 def near_maxima(S: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> np.ndarray:
-    """bool [n_frames, n_bins]: the cells within +-`verify_tol_frames` frames and
-    +-`verify_tol_bins` bins of a local maximum of S in a small neighbourhood
-    (`verify_peak_radius`: frames, bins), every one of them, not a quota.
-    What verification looks up for each of a reference's peaks."""
+    """bool [2 * n_frames, n_bins], rows every half frame: the cells within
+    +-`verify_tol_frames` (a multiple of half a frame) and +-`verify_tol_bins`
+    of a local maximum of S in a small neighbourhood (`verify_peak_radius`:
+    frames, bins), every one of them, not a quota; maxima at their refined
+    time.  What verification looks up for each of a reference's peaks."""
     if S.ndim != 2 or S.shape[1] != cfg.n_bins:
         raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
     rt, rf = mcfg.verify_peak_radius
     t, f, _ = K.spectral_peaks(np.ascontiguousarray(S, np.float32), rt, rf, np.float32(cfg.floor_db))
-    n, m = S.shape
+    n, m = 2 * S.shape[0], S.shape[1]
     grid = np.zeros((n, m), bool)
-    grid[np.clip(np.rint(t).astype(np.int64), 0, n - 1), np.clip(np.rint(f).astype(np.int64), 0, m - 1)] = True
+    grid[np.clip(np.rint(2 * t).astype(np.int64), 0, n - 1), np.clip(np.rint(f).astype(np.int64), 0, m - 1)] = True
     out = grid.copy()
-    for d in range(1, mcfg.verify_tol_frames + 1):
+    for d in range(1, int(round(2 * mcfg.verify_tol_frames)) + 1):
         out[d:] |= grid[:-d]
         out[:-d] |= grid[d:]
     grid = out.copy()

@@ -216,9 +216,10 @@ def _fit_weight(h: Hits, speed: float, offset: float, pitch: float, fs: float, m
 
 class ReferenceAnchors:
     """Each catalog track's peak positions for verification: the distinct
-    anchors (whole frame, whole bin) of its stored triplets, in time order.
-    3 bytes an anchor: the frame modulo 2^16 (unwrapped on reading: anchors
-    are in time order and never 2^16 frames, 35 minutes, apart) and the bin."""
+    anchors (to half a frame, to a bin) of its stored triplets, in time order.
+    3 bytes an anchor: the half frame modulo 2^16 (unwrapped on reading:
+    anchors are in time order and never 2^15 frames, 17 minutes, apart) and
+    the bin."""
 
     def __init__(self):
         self._t: dict[int, np.ndarray] = {}
@@ -228,7 +229,7 @@ class ReferenceAnchors:
         """Anchors of the triplets of tracks `numbers` (one per triplet), at t1 frames, f1 bins."""
         if len(numbers) == 0:
             return
-        key = ((np.asarray(numbers, np.int64) << 40) | (np.rint(t1).astype(np.int64) << 8)
+        key = ((np.asarray(numbers, np.int64) << 40) | (np.rint(2 * np.asarray(t1)).astype(np.int64) << 8)
                | np.clip(np.rint(f1), 0, 255).astype(np.int64))
         key = np.unique(key)
         num = key >> 40
@@ -248,7 +249,7 @@ class ReferenceAnchors:
         if t is None:
             return np.zeros(0), np.zeros(0)
         wraps = np.concatenate([[0], np.cumsum(np.diff(t.astype(np.int64)) < 0)])
-        return t + 65536.0 * wraps, self._f[number].astype(np.float64)
+        return 0.5 * (t + 65536.0 * wraps), self._f[number].astype(np.float64)
 
     def __len__(self) -> int:
         return len(self._t)
@@ -262,8 +263,9 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
            cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[float, int, int, float]:
     """Check a candidate against its reference's own peaks.
 
-    near : bool [query frames, bins], the query's cells near a local maximum
-    (features.near_maxima); anchors : the reference's peaks (frames, bins).
+    near : bool [2 * query frames, bins], the query's cells near a local
+    maximum, a row every half frame (features.near_maxima); anchors : the
+    reference's peaks (frames, bins).
     The window is the candidate's matched query range widened by
     `verify_margin_s` either side, and at least `verify_min_window_s` long
     (within the query): a chance alignment's few hits are query peaks by
@@ -276,8 +278,9 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
     Returns (z, found, looked up, mean p_b), z = (found - sum p_b) /
     sqrt(sum p_b (1 - p_b)): how far the count lies above chance.
     """
-    fs = cfg.frame_seconds
+    fs = cfg.frame_seconds / 2  # near has a row every half frame
     tr, fr = anchors
+    tr = 2 * tr
     n_frames, n_bins = near.shape
     q0, q1 = c.query_start / fs, c.query_end / fs
     offset = c.ref_start / fs - c.speed * q0

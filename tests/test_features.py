@@ -228,12 +228,12 @@ def test_near_maxima_marks_the_cells_within_tolerance_of_every_local_maximum():
     near = features.near_maxima(S, CFG, mcfg)
     rt, rf = mcfg.verify_peak_radius
     t, f, _ = K.spectral_peaks(S, rt, rf, np.float32(CFG.floor_db))
-    ti, fi = np.rint(t).astype(int), np.rint(f).astype(int)
-    tt, ff = np.meshgrid(np.arange(S.shape[0]), np.arange(S.shape[1]), indexing="ij")
-    expected = np.zeros(S.shape, bool)
+    ti, fi = np.rint(2 * t).astype(int), np.rint(f).astype(int)  # rows every half frame
+    tt, ff = np.meshgrid(np.arange(2 * S.shape[0]), np.arange(S.shape[1]), indexing="ij")
+    expected = np.zeros((2 * S.shape[0], S.shape[1]), bool)
     for a, b in zip(ti, fi):
-        expected |= (np.abs(tt - a) <= mcfg.verify_tol_frames) & (np.abs(ff - b) <= mcfg.verify_tol_bins)
+        expected |= (np.abs(tt - a) <= 2 * mcfg.verify_tol_frames) & (np.abs(ff - b) <= mcfg.verify_tol_bins)
     np.testing.assert_array_equal(near, expected)
-    assert 0.05 < near.mean() < 0.6  # every maximum, far more than a quota's
+    assert 0.03 < near.mean() < 0.6  # every maximum, far more than a quota's
     with pytest.raises(ParameterError):
         features.near_maxima(S[:, :10], CFG, mcfg)

@@ -153,17 +153,19 @@ def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
 
 # -- verification -----------------------------------------------------------------
 
-def test_reference_anchors_keep_each_distinct_peak_in_time_order_past_2_16_frames():
+def test_reference_anchors_keep_each_distinct_peak_in_time_order_past_2_16_half_frames():
     anchors = matching.ReferenceAnchors()
-    t1 = np.array([70_000.2, 5.0, 5.4, 65_535.0, 65_536.6, 130_000.0, 5.0])  # a 70-minute track
-    f1 = np.array([10.0, 20.0, 20.4, 30.0, 40.0, 50.0, 21.0])
+    # A 70-minute track: anchors to half a frame, far past 2^16 half frames.
+    t1 = np.array([70_000.2, 5.0, 5.1, 20_000.0, 40_000.0, 65_536.6, 100_000.0, 130_000.0, 5.0])
+    f1 = np.array([10.0, 20.0, 20.4, 1.0, 2.0, 40.0, 3.0, 50.0, 21.0])
     anchors.add(np.full(len(t1), 3), t1, f1)
     anchors.add(np.array([4, 4]), np.array([1.0, 2.0]), np.array([143.0, 0.0]))
     t, f = anchors.get(3)
-    assert t.tolist() == [5, 5, 65_535, 65_537, 70_000, 130_000]  # 5.0 and 5.4 at bin 20: one anchor
-    assert f.tolist() == [20, 21, 30, 40, 10, 50]
+    # 5.0 and 5.1 at bin 20: one anchor.
+    assert t.tolist() == [5, 5, 20_000, 40_000, 65_536.5, 70_000, 100_000, 130_000]
+    assert f.tolist() == [20, 21, 1, 2, 40, 10, 3, 50]
     assert anchors.get(4)[1].tolist() == [143, 0]
-    assert anchors.nbytes == 3 * 8 and len(anchors) == 2
+    assert anchors.nbytes == 3 * 10 and len(anchors) == 2
     anchors.discard(3)
     assert len(anchors.get(3)[0]) == 0 and len(anchors) == 1
 
@@ -177,15 +179,15 @@ def _candidate(speed=1.0, offset_s=20.0, pitch=0.0, q0=0.0, q1=10.0):
 @pytest.mark.parametrize("speed, pitch", [(1.0, 0.0), (1.25, 0.0), (0.8, -2.0), (1.0, 3.0)])
 def test_verify_finds_a_reference_s_peaks_where_the_line_puts_them(speed, pitch):
     rng = np.random.default_rng(7)
-    n_frames, n_bins = int(10 / FS), CFG.n_bins
-    near = rng.random((n_frames, n_bins)) < 0.2  # the query's maxima by chance: 20% of cells
+    rows, n_bins = int(2 * 10 / FS), CFG.n_bins  # a row every half frame
+    near = rng.random((rows, n_bins)) < 0.2  # the query's maxima by chance: 20% of cells
     # The reference's peaks from 20 s on; those the line maps into the query are there.
     tr = np.sort(rng.uniform(20 / FS, 40 / FS, 300))
     fr = rng.integers(20, 120, 300).astype(float)
     c = _candidate(speed, 20.0, pitch)
-    tq = np.rint((tr - 20 / FS) / speed).astype(int)
+    tq = np.rint(2 * (tr - 20 / FS) / speed).astype(int)
     fq = np.rint(fr + pitch * CFG.bins_per_octave / 12).astype(int)
-    inside = (tq >= 0) & (tq < n_frames)
+    inside = (tq >= 0) & (tq < rows)
     found = near.copy()
     found[tq[inside], fq[inside]] = True
     z, k, n, p = matching.verify(found, (tr, fr), c, CFG, MCFG)
@@ -196,14 +198,13 @@ def test_verify_finds_a_reference_s_peaks_where_the_line_puts_them(speed, pitch)
 
 
 def test_verify_counts_over_at_least_the_minimum_window():
-    near = np.zeros((int(10 / FS), CFG.n_bins), bool)
+    near = np.zeros((int(2 * 10 / FS), CFG.n_bins), bool)
     tr = np.arange(0, int(10 / FS), 4.0)
     fr = np.full(len(tr), 60.0)
-    near[tr.astype(int), 60] = True  # a reference peak every 4 frames, all found
+    near[2 * tr.astype(int), 60] = True  # a reference peak every 4 frames, all found
     short = _candidate(offset_s=0.0, q0=4.0, q1=4.5)
-    _, _, n, _ = matching.verify(near, (tr, fr), short, CFG, MCFG)
-    window = MCFG.verify_min_window_s / FS
-    assert n == pytest.approx(window / 4, abs=1)
+    _, k, n, _ = matching.verify(near, (tr, fr), short, CFG, MCFG)
+    assert k == n == pytest.approx(MCFG.verify_min_window_s / FS / 4, abs=1)
     wide = _candidate(offset_s=0.0, q0=2.0, q1=8.0)
     _, _, n_wide, _ = matching.verify(near, (tr, fr), wide, CFG, MCFG)
     assert n_wide == pytest.approx((6 + 2 * MCFG.verify_margin_s) / FS / 4, abs=1)
