@@ -185,8 +185,10 @@ class MatchConfig:
     verify_min_window_s: float = 6.0
     min_hit_score: float = 1.0
     # Decision: matches whose verification score is less are not returned
-    # (chosen on the benchmark: see benchmarks/results/core.md, "Threshold sweep").
-    min_score: float = 4.5
+    # (chosen on the benchmark: the smallest half step at which no excerpt of
+    # a track outside the catalog is matched; benchmarks/results/core.md,
+    # "Threshold sweep").
+    min_score: float = 5.0
     # A plain copy of the whole query scoring this much ends the search after
     # the unit-speed pass (the wide pass is skipped).
     early_exit_score: float = 10.0
