@@ -162,6 +162,24 @@ class MatchConfig:
     unit_speed_tol: float = 0.02
     unit_pitch_tol: float = 0.3
     off_unit_penalty: float = 4.0
+    # Locating a returned match: the catalog track's own peaks (the anchors
+    # of its stored triplets), mapped into the query along the match's line
+    # and pitch, are looked for among the query's local maxima of a small
+    # neighbourhood (+-locate_time_radius frames, +-locate_freq_radius bins:
+    # denser than the fingerprint's peaks, so that a catalog peak under louder
+    # music still shows), within locate_tol_s and locate_tol_semitones.
+    # Chance is the rate of such maxima at the peak's frequency within
+    # +-locate_background_s of it.  The range grows outward to the boundary
+    # that maximises the likelihood ratio (match against chance) of the peaks
+    # it takes in, when that ratio reaches `locate_odds`; by chance alone a
+    # walk reaches it with probability at most 1/locate_odds (Ville's inequality).
+    locate: bool = True
+    locate_time_radius: int = 2
+    locate_freq_radius: int = 3
+    locate_tol_s: float = 0.032
+    locate_tol_semitones: float = 1.0 / 3.0
+    locate_background_s: float = 1.0
+    locate_odds: float = 1000.0
     # Decision: matches scoring less are not returned (chosen on the benchmark:
     # see benchmarks/results/core.md, "Threshold sweep").
     min_score: float = 6.5

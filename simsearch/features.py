@@ -138,6 +138,20 @@ def _strongest_per_block(t: np.ndarray, v: np.ndarray, block: float, per_block: 
     return np.sort(order[rank < per_block])
 
 
+def dense_peaks(S: np.ndarray, cfg: FeatureConfig, time_radius: int, freq_radius: int) -> Peaks:
+    """Every local maximum of S in a (2*time_radius+1) x (2*freq_radius+1)
+    neighbourhood louder than cfg.floor_db, refined, in order of time (not
+    only of frame: refinement may swap two peaks of neighbouring frames)."""
+    if S.ndim != 2 or S.shape[1] != cfg.n_bins:
+        raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
+    if time_radius < 0 or freq_radius < 0:
+        raise ParameterError("time_radius and freq_radius must be non-negative")
+    t, f, v = K.spectral_peaks(np.ascontiguousarray(S, np.float32), time_radius, freq_radius,
+                               np.float32(cfg.floor_db))
+    order = np.argsort(t, kind="stable")
+    return Peaks(t[order], f[order], v[order])
+
+
 @dataclass(frozen=True)
 class Triplets:
     """Triplet descriptors: the invariant fields (in quantisation steps) and

@@ -81,6 +81,10 @@ class TrackBatch:
     def triplet_track_numbers(self) -> np.ndarray:
         return np.repeat(self.number, self.count)
 
+    def first_triplets(self) -> np.ndarray:
+        """Index of each track's first triplet (a track's triplets are contiguous)."""
+        return (np.cumsum(self.count) - self.count).astype(np.int64)
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -165,6 +169,22 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
     except (OSError, KeyError) as exc:
         raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}). {_recovery(path)}") from None
     return batch
+
+
+def read_anchors(path: Path, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor times (frames) and frequencies (bins) of the segment's triplets
+    first .. first+count-1 (one track's: a batch keeps each track's triplets
+    together).  Read at query time: the checksum was checked when the segment
+    was loaded, and reading a slice does not read the whole file again."""
+    try:
+        with h5py.File(path, "r") as h:
+            f = h["triplets"]
+            return f["t1"][first : first + count], f["f1"][first : first + count]
+    except (OSError, KeyError) as exc:
+        if not path.exists():  # its generation was replaced and dropped since it was loaded
+            raise IndexNotFound(f"{path} is gone: the index was rebuilt since it was loaded") from None
+        raise IndexCorrupt(f"{path}: cannot read the anchors of triplets {first}-{first + count - 1} ({exc}). "
+                           f"{_recovery(path)}") from None
 
 
 def _recovery(segment: Path) -> str:

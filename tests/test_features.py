@@ -156,6 +156,26 @@ def test_spectral_peaks_rejects_wrong_shape():
         features.spectral_peaks(np.zeros(CFG.n_bins, np.float32), CFG, 5)
 
 
+def test_dense_peaks_are_every_local_maximum_in_time_order():
+    rng = np.random.default_rng(2)
+    y = tone_sequence([_bin_freq(k) for k in rng.integers(5, 130, 12)], 0.25, CFG.sample_rate)
+    y = (y + 0.05 * rng.standard_normal(len(y))).astype(np.float32)
+    S = features.log_spectrogram(y, CFG)
+    dense = features.dense_peaks(S, CFG, CFG.peak_time_radius, CFG.peak_freq_radius)
+    assert np.all(np.diff(dense.t) >= 0)
+    # The fingerprint's peaks, before the quota, are the same maxima.
+    every = _all_peaks(y)
+    assert sorted(zip(dense.t, dense.f)) == sorted(zip(every.t, every.f))
+    # A smaller neighbourhood keeps more of them, and every one of those.
+    denser = features.dense_peaks(S, CFG, 2, 3)
+    assert len(denser.t) > 1.5 * len(dense.t)
+    assert set(zip(np.rint(dense.t), np.rint(dense.f))) <= set(zip(np.rint(denser.t), np.rint(denser.f)))
+    with pytest.raises(ParameterError):
+        features.dense_peaks(S, CFG, -1, 3)
+    with pytest.raises(ParameterError):
+        features.dense_peaks(S[:, 1:], CFG, 2, 3)
+
+
 def test_silence_has_no_peaks_and_no_codes():
     codes, tr = features.reference_fingerprint(np.zeros(CFG.sample_rate * 3, np.float32), CFG)
     assert len(codes) == 0 and len(tr) == 0
