@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import json
+import logging
 import os
 import stat
 import threading
@@ -27,10 +29,12 @@ import numpy as np
 from . import features, matching, store
 from .audio import DecodeLimits, Source, decode_audio, read_excerpt
 from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
-from .errors import AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, TrackExists, UnknownTrack
+from .errors import (AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, SimsearchError, TrackExists,
+                     UnknownTrack)
 from .index import MAX_TRACKS, HashIndex, pack_ids, without_tracks
 
 MAX_TRACK_ID_BYTES = 256
+log = logging.getLogger("simsearch.engine")
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,13 @@ def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, feature
     )
 
 
+def _kind(query_start: float, query_end: float, speed: float, pitch: float, duration: float) -> str:
+    """duplicate, modified or partial: whether the range covers the query, and at unit speed and pitch."""
+    covers = (query_end - query_start) >= 0.7 * duration - 1.0
+    plain = abs(speed - 1.0) < 0.01 and abs(pitch) < 0.25
+    return ("duplicate" if plain else "modified") if covers else "partial"
+
+
 class _RWLock:
     """Many readers or one writer."""
 
@@ -203,6 +214,7 @@ class Engine:
         self._write_mutex = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._last_check = time.monotonic()
+        self._unlocated = 0  # matches returned unlocated: their track's anchors could not be read
         self._load()
 
     # -- loading -------------------------------------------------------------
@@ -219,10 +231,11 @@ class Engine:
         removed = store.read_removed(gen)
         tracks: dict[str, TrackInfo] = {}
         by_number: dict[int, str] = {}
+        where: dict[int, tuple[Path, int, int]] = {}
         codes, ids = [], []
         for seg in segments:
             batch = store.read_segment(seg, cfg, verify=self._verify)
-            c, i = self._absorb(batch, removed, tracks, by_number)
+            c, i = self._absorb(batch, seg, removed, tracks, by_number, where)
             codes.append(c)
             ids.append(i)
             del batch, c, i
@@ -236,21 +249,27 @@ class Engine:
         with self._lock.write():
             self.gen_dir, self.config, self.removed = gen, cfg, removed
             self.tracks, self.by_number, self.index = tracks, by_number, index
+            self._where = where
             self._segments = {p.name for p in segments}
             self._removed_mask = masked
             self._next_number = _next_free_number(by_number, removed)
             self._current_stamp, self._changes = stamp, changes
 
     @staticmethod
-    def _absorb(batch: store.TrackBatch, removed, tracks, by_number) -> tuple[np.ndarray, np.ndarray]:
-        """Record the batch's live tracks; their (codes, hit ids)."""
+    def _absorb(batch: store.TrackBatch, segment: Path, removed, tracks, by_number,
+                where) -> tuple[np.ndarray, np.ndarray]:
+        """Record the batch's live tracks, and where in `segment` their
+        triplets are; their (codes, hit ids)."""
         live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
+        first = batch.first_triplets()
         for k in np.flatnonzero(live):
+            where[int(batch.number[k])] = (segment, int(first[k]), int(batch.count[k]))
             info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
                              batch.path[k], json.loads(batch.meta[k] or "{}"), int(batch.count[k]))
             old = tracks.get(info.track_id)
             if old is not None:  # a later segment re-adds an id: the newer copy wins
                 by_number.pop(old.number, None)
+                where.pop(old.number, None)
             tracks[info.track_id] = info
             by_number[info.number] = info.track_id
         sel = np.repeat(live, batch.count)
@@ -314,14 +333,15 @@ class Engine:
         new = [p for p in segments if p.name not in self._segments]
         changed = bool(new) or removed != self.removed
         if changed:
-            batches = [store.read_segment(p, self.config, verify=self._verify) for p in new]
+            batches = [(p, store.read_segment(p, self.config, verify=self._verify)) for p in new]
             with self._lock.write():
                 for number in removed - self.removed:
                     track_id = self.by_number.pop(number, None)  # live numbers only
+                    self._where.pop(number, None)
                     if track_id is not None:
                         del self.tracks[track_id]
-                for batch in batches:  # in segment order: a later copy of an id wins
-                    self.index.add(*self._absorb(batch, removed, self.tracks, self.by_number))
+                for seg, batch in batches:  # in segment order: a later copy of an id wins
+                    self.index.add(*self._absorb(batch, seg, removed, self.tracks, self.by_number, self._where))
                 self.removed = removed
                 self._segments.update(p.name for p in new)
                 self._removed_mask = self._mask(removed, self.by_number)
@@ -356,13 +376,14 @@ class Engine:
         whole query (score >= early_exit_score), it is the answer.  Otherwise
         the whole searched range of speed and pitch follows, with more
         triplets per anchor (wide_query_fanout), and the two passes' matches
-        are merged.
+        are merged.  Each match returned is then located (`_located`).
         """
         t0 = time.perf_counter() if t0 is None else t0
         mcfg = match_config or self.match_config
         cfg = self.config
         duration = len(y) / cfg.sample_rate
-        peaks = features.query_peaks(y, cfg, mcfg)
+        S = features.log_spectrogram(y, cfg)
+        peaks = features.spectral_peaks(S, cfg, mcfg.query_peaks_per_block)
         q = features.peak_triplets(peaks, cfg, mcfg.query_fanout)
         narrow = mcfg.narrowed()
         with self._lock.read():
@@ -380,8 +401,38 @@ class Engine:
                     if m.track_id not in best or m.score > best[m.track_id].score:
                         best[m.track_id] = m
                 matches = sorted(best.values(), key=lambda m: -m.score)
-        matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
+            matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
+            if mcfg.locate and matches:
+                maxima = features.dense_peaks(S, cfg, mcfg.locate_time_radius, mcfg.locate_freq_radius)
+                matches = [self._located(m, maxima, len(S), duration, mcfg) for m in matches]
         return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
+
+    def _located(self, m: Match, maxima: features.Peaks, n_frames: int, duration: float,
+                 mcfg: MatchConfig) -> Match:
+        """`m` with its range grown where the catalog track's own peaks are in
+        the query (matching.locate_range); the anchors are read from the
+        track's segment.  Call under the read lock.  When they cannot be read
+        (the index was rebuilt under us, or the file is damaged), `m` as it
+        is: counted in stats() and logged."""
+        number = self.tracks[m.track_id].number
+        segment, first, count = self._where[number]
+        try:
+            t1, f1 = store.read_anchors(segment, first, count)
+        except SimsearchError as exc:
+            self._unlocated += 1
+            log.warning("match of %r not located: %s", m.track_id, exc)
+            return m
+        fs = self.config.frame_seconds
+        offset = (m.ref_start - m.speed * m.query_start) / fs
+        q0, q1 = matching.locate_range(t1, f1, m.speed, offset, m.pitch_semitones, m.query_start / fs,
+                                       m.query_end / fs, maxima, n_frames, self.config, mcfg)
+        if (q0, q1) == (m.query_start / fs, m.query_end / fs):
+            return m
+        q0, q1 = float(q0 * fs), float(q1 * fs)
+        ref0 = float(offset * fs)
+        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref0 + m.speed * q0,
+                                   ref_end=ref0 + m.speed * q1,
+                                   kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
     def _search(self, q: features.Triplets, mcfg: MatchConfig, n_samples: int, names) -> list[Match]:
         """One lookup and alignment pass; every candidate, best first.  Call under the read lock."""
@@ -395,11 +446,9 @@ class Engine:
 
     @staticmethod
     def _to_match(c: matching.Candidate, track_id: str, duration: float) -> Match:
-        covers = (c.query_end - c.query_start) >= 0.7 * duration - 1.0
-        plain = abs(c.speed - 1.0) < 0.01 and abs(c.pitch_semitones) < 0.25
-        kind = ("duplicate" if plain else "modified") if covers else "partial"
-        return Match(track_id, c.score, c.query_start, c.query_end, c.ref_start, c.ref_end,
-                     c.speed, c.pitch_semitones, kind, c.hits)
+        return Match(track_id, c.score, c.query_start, c.query_end, c.ref_start, c.ref_end, c.speed,
+                     c.pitch_semitones, _kind(c.query_start, c.query_end, c.speed, c.pitch_semitones, duration),
+                     c.hits)
 
     # -- catalog ------------------------------------------------------------
     def get(self, track_id: str) -> TrackInfo:
@@ -479,11 +528,13 @@ class Engine:
             seg = store.write_segment(self.gen_dir, store.next_segment_seq(self.gen_dir), batch, self.config)
             infos = [TrackInfo(tid, n, d, p, m, len(c)) for tid, n, d, p, m, c, _ in numbered]
             new_ids = pack_ids(batch.triplet_track_numbers(), batch.t1, batch.f1, batch.span)
+            first = batch.first_triplets()
             with self._lock.write():
                 self.index.add(batch.codes, new_ids)
-                for info in infos:
+                for info, at in zip(infos, first):
                     self.tracks[info.track_id] = info
                     self.by_number[info.number] = info.track_id
+                    self._where[info.number] = (seg, int(at), info.n_triplets)
                 self._next_number += len(items)
                 self._removed_mask = self._mask(self.removed, self.by_number)
                 self._segments.add(seg.name)
@@ -501,6 +552,7 @@ class Engine:
                 self.removed = removed
                 del self.tracks[track_id]
                 self.by_number.pop(info.number, None)
+                self._where.pop(info.number, None)
                 self._removed_mask = self._mask(removed, self.by_number)
             self._changes = store.log_change(self.gen_dir, f"removed {info.number}")
         return info
@@ -515,6 +567,7 @@ class Engine:
                 "vectors": int(self.index.ntotal),
                 "bytes_on_disk": store.dir_bytes(self.gen_dir),
                 "bytes_in_memory": self.index.memory_bytes(),
+                "unlocated_matches": self._unlocated,
                 "generation": self.gen_dir.name,
                 "format_version": FORMAT_VERSION,
                 "feature_config": json.loads(self.config.to_json()),
