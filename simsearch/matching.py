@@ -239,7 +239,8 @@ def locate_range(t1: np.ndarray, f1: np.ndarray, speed: float, offset: float, pi
     """The range [q0, q1] (query frames) of a match, grown outward over the
     stretches where the catalog track's peaks are in the query.
 
-    t1, f1 : the track's triplet anchors (frames, bins; repeats allowed), the
+    t1, f1 : the track's triplet anchors (frames, bins) as stored, anchor by
+    anchor (a peak anchoring several triplets repeats in a row): the
     reference's own peaks.  Each is mapped into the query along the line
     (reference time = offset + speed * query time, in frames) and shifted by
     `pitch` semitones, and found or not among `maxima` (the query's dense local
@@ -251,10 +252,11 @@ def locate_range(t1: np.ndarray, f1: np.ndarray, speed: float, offset: float, pi
     walk's maximum, when that maximum reaches log(locate_odds).
     """
     fs = cfg.frame_seconds
-    pairs = np.unique(np.stack([np.asarray(t1, np.float64), np.asarray(f1, np.float64)], axis=1), axis=0)
-    pt = (pairs[:, 0] - offset) / speed
-    pf = pairs[:, 1] + pitch * cfg.bins_per_octave / 12.0
+    t1, f1 = np.asarray(t1, np.float64), np.asarray(f1, np.float64)
+    pt = (t1 - offset) / speed
+    pf = f1 + pitch * cfg.bins_per_octave / 12.0
     keep = (pt >= 0) & (pt < n_frames) & (pf >= 0) & (pf <= cfg.n_bins - 1)
+    keep[1:] &= (t1[1:] != t1[:-1]) | (f1[1:] != f1[:-1])  # each peak once
     order = np.argsort(pt[keep], kind="stable")
     pt, pf = pt[keep][order], pf[keep][order]
     inside = (pt >= q0) & (pt <= q1)

@@ -211,3 +211,15 @@ def test_locate_range_keeps_a_range_without_reference_peaks_or_beyond_the_query(
     # A line past the reference's end maps no peak into the range: nothing to go on.
     assert matching.locate_range(t1, f1, 1.0, 10_000.0, 0.0, 50.0, 200.0, maxima, n_frames,
                                  CFG, MCFG) == (50.0, 200.0)
+
+
+def test_locate_range_counts_a_peak_anchoring_several_triplets_once():
+    rng = np.random.default_rng(4)
+    t1, f1 = _constellation(rng, 6000)
+    n_frames = int(45 / FS)
+    maxima = _query_maxima(rng, t1, f1, 1.0, 2000.0, 0.0, (15 / FS, 30 / FS), n_frames)
+    once = matching.locate_range(t1, f1, 1.0, 2000.0, 0.0, 19 / FS, 28 / FS, maxima, n_frames, CFG, MCFG)
+    # As stored: each anchor repeated for each of its triplets, in a row.
+    repeats = rng.integers(1, 4, len(t1))
+    assert matching.locate_range(np.repeat(t1, repeats), np.repeat(f1, repeats), 1.0, 2000.0, 0.0, 19 / FS,
+                                 28 / FS, maxima, n_frames, CFG, MCFG) == once
