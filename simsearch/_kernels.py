@@ -252,3 +252,29 @@ def best_alignment(tq, tr, speeds, tol):
                 best_s = s
                 best_a = (sb[i] + 1.0) * tol
     return best_s, best_a, best_votes
+
+
+@nb.jit(**_JIT)
+def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
+    """Each point (pt[i], pf[i]) against the peaks (qt, qf), qt ascending.
+
+    Returns (hit, background): hit[i] when a peak lies within `tol_t` frames
+    and `tol_f` bins of the point; background[i] the peaks within `tol_f`
+    bins of it and more than `tol_t`, at most `half_window`, frames away (the
+    same frequency, off the point in time: what chance offers around it).
+    """
+    n = len(pt)
+    hit = np.zeros(n, np.bool_)
+    background = np.zeros(n, np.int64)
+    for i in range(n):
+        # Scan a frame wider than the window: the tests on |dt| decide.
+        j = np.searchsorted(qt, pt[i] - half_window - 1.0)
+        while j < len(qt) and qt[j] <= pt[i] + half_window + 1.0:
+            if abs(qf[j] - pf[i]) <= tol_f:
+                dt = abs(qt[j] - pt[i])
+                if dt <= tol_t:
+                    hit[i] = True
+                elif dt <= half_window:
+                    background[i] += 1
+            j += 1
+    return hit, background

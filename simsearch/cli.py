@@ -249,8 +249,15 @@ def _cmd_serve(args) -> int:
 
 def _warm_up(eng) -> None:
     """Compile the numba kernels before the first request."""
+    from . import matching
+    from .features import Peaks
+
     rng = np.random.default_rng(0)
     eng.query_samples((rng.standard_normal(eng.config.sample_rate * 3) * 0.1).astype(np.float32))
+    # Locating runs only on a match, which noise does not give.
+    peaks = Peaks(np.arange(3.0), np.zeros(3), np.zeros(3, np.float32))
+    matching.locate_range(np.arange(3.0), np.zeros(3), 1.0, 0.0, 0.0, 1.0, 1.0, peaks, 3, eng.config,
+                          eng.match_config)
 
 
 def _cmd_info(args) -> int:

@@ -168,22 +168,37 @@ class MatchConfig:
     unit_speed_tol: float = 0.02
     unit_pitch_tol: float = 0.3
     off_unit_penalty: float = 4.0
-    # Verification: a candidate alignment is checked against the reference's
-    # own peaks (the anchors of its stored triplets): each is mapped into the
-    # query along the candidate's line and pitch, over its matched range and
-    # `verify_margin_s` either side, and looked up among the query's local
-    # maxima (every maximum in a `verify_peak_radius` (frames, bins)
-    # neighbourhood, not the quota that made triplets) within
-    # +-`verify_tol_frames` and +-`verify_tol_bins`.  The match's score is the
-    # z-score of the count found against the query's own rate of maxima in
-    # those bins around that range (matching.verify).  Candidates whose
-    # aligned hits weigh less than `min_hit_score` are not verified.
-    verify_peak_radius: tuple[int, int] = (2, 3)
+    # The query's dense local maxima: every cell that no other cell of its
+    # (2 * frames + 1) x (2 * bins + 1) neighbourhood exceeds, not a quota:
+    # denser than the fingerprint's peaks, so that a catalog peak under
+    # louder audio still shows.  Verification and locating look for the
+    # catalog track's own peaks (the anchors of its stored triplets) among them.
+    dense_peak_radius: tuple[int, int] = (2, 3)
+    # Verification: a candidate alignment's reference peaks are mapped into
+    # the query along its line and pitch, over its matched range and
+    # `verify_margin_s` either side (at least `verify_min_window_s` in all),
+    # and looked up among the dense maxima within +-`verify_tol_frames` and
+    # +-`verify_tol_bins`.  The match's score is the z-score of the count
+    # found against the query's own rate of maxima in those bins over that
+    # window (matching.verify).  Candidates whose aligned hits weigh less
+    # than `min_hit_score` are not verified.
     verify_tol_frames: float = 0.5
     verify_tol_bins: int = 1
     verify_margin_s: float = 1.0
     verify_min_window_s: float = 6.0
     min_hit_score: float = 1.0
+    # Locating a returned match: its reference peaks are looked for among the
+    # dense maxima within locate_tol_s and locate_tol_semitones.  Chance is
+    # the rate of such maxima at the peak's frequency within
+    # +-locate_background_s of it.  The range grows outward to the boundary
+    # that maximises the likelihood ratio (match against chance) of the peaks
+    # it takes in, when that ratio reaches `locate_odds`; by chance alone a
+    # walk reaches it with probability at most 1/locate_odds (Ville's inequality).
+    locate: bool = True
+    locate_tol_s: float = 0.032
+    locate_tol_semitones: float = 1.0 / 3.0
+    locate_background_s: float = 1.0
+    locate_odds: float = 1000.0
     # Decision: matches whose verification score is less are not returned
     # (chosen on the benchmark: the smallest half step at which no excerpt of
     # a track outside the catalog is matched; benchmarks/results/core.md,

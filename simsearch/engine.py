@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import json
 import os
@@ -153,6 +154,13 @@ def make_batch(items: list[tuple[str, int, float, str, dict, np.ndarray, feature
         np.concatenate([i[6].f1 for i in items]).astype(np.float32),
         np.concatenate([i[6].span for i in items]).astype(np.float32),
     )
+
+
+def _kind(query_start: float, query_end: float, speed: float, pitch: float, duration: float) -> str:
+    """duplicate, modified or partial: whether the range covers the query, and at unit speed and pitch."""
+    covers = (query_end - query_start) >= 0.7 * duration - 1.0
+    plain = abs(speed - 1.0) < 0.01 and abs(pitch) < 0.25
+    return ("duplicate" if plain else "modified") if covers else "partial"
 
 
 class _RWLock:
@@ -369,9 +377,11 @@ class Engine:
         cfg = self.config
         duration = len(y) / cfg.sample_rate
         S = features.log_spectrogram(y, cfg)
+        n_frames = len(S)
         peaks = features.spectral_peaks(S, cfg, mcfg.query_peaks_per_block)
-        near = features.near_maxima(S, cfg, mcfg)
+        maxima = features.dense_peaks(S, cfg, *mcfg.dense_peak_radius)
         del S
+        near = features.near_grid(maxima, n_frames, cfg, mcfg)
         q = features.peak_triplets(peaks, cfg, mcfg.query_fanout)
         narrow = mcfg.narrowed()
         with self._lock.read():
@@ -389,8 +399,27 @@ class Engine:
                     if m.track_id not in best or m.score > best[m.track_id].score:
                         best[m.track_id] = m
                 matches = sorted(best.values(), key=lambda m: -m.score)
-        matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
+            matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
+            if mcfg.locate:
+                matches = [self._located(m, maxima, n_frames, duration, mcfg) for m in matches]
         return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
+
+    def _located(self, m: Match, maxima: features.Peaks, n_frames: int, duration: float,
+                 mcfg: MatchConfig) -> Match:
+        """`m` with its range grown where the catalog track's own peaks are in
+        the query (matching.locate_range).  Call under the read lock."""
+        t1, f1 = self.anchors.get(self.tracks[m.track_id].number)
+        fs = self.config.frame_seconds
+        offset = (m.ref_start - m.speed * m.query_start) / fs
+        q0, q1 = matching.locate_range(t1, f1, m.speed, offset, m.pitch_semitones, m.query_start / fs,
+                                       m.query_end / fs, maxima, n_frames, self.config, mcfg)
+        if (q0, q1) == (m.query_start / fs, m.query_end / fs):
+            return m
+        q0, q1 = float(q0 * fs), float(q1 * fs)
+        ref0 = float(offset * fs)
+        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref0 + m.speed * q0,
+                                   ref_end=ref0 + m.speed * q1,
+                                   kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
     def _search(self, q: features.Triplets, near: np.ndarray, mcfg: MatchConfig, n_samples: int,
                 names) -> list[Match]:
@@ -412,11 +441,9 @@ class Engine:
 
     @staticmethod
     def _to_match(c: matching.Candidate, score: float, track_id: str, duration: float) -> Match:
-        covers = (c.query_end - c.query_start) >= 0.7 * duration - 1.0
-        plain = abs(c.speed - 1.0) < 0.01 and abs(c.pitch_semitones) < 0.25
-        kind = ("duplicate" if plain else "modified") if covers else "partial"
-        return Match(track_id, score, c.query_start, c.query_end, c.ref_start, c.ref_end,
-                     c.speed, c.pitch_semitones, kind, c.hits)
+        return Match(track_id, score, c.query_start, c.query_end, c.ref_start, c.ref_end, c.speed,
+                     c.pitch_semitones, _kind(c.query_start, c.query_end, c.speed, c.pitch_semitones, duration),
+                     c.hits)
 
     # -- catalog ------------------------------------------------------------
     def get(self, track_id: str) -> TrackInfo:

@@ -138,6 +138,20 @@ def _strongest_per_block(t: np.ndarray, v: np.ndarray, block: float, per_block: 
     return np.sort(order[rank < per_block])
 
 
+def dense_peaks(S: np.ndarray, cfg: FeatureConfig, time_radius: int, freq_radius: int) -> Peaks:
+    """Every local maximum of S in a (2*time_radius+1) x (2*freq_radius+1)
+    neighbourhood louder than cfg.floor_db, refined, in order of time (not
+    only of frame: refinement may swap two peaks of neighbouring frames)."""
+    if S.ndim != 2 or S.shape[1] != cfg.n_bins:
+        raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
+    if time_radius < 0 or freq_radius < 0:
+        raise ParameterError("time_radius and freq_radius must be non-negative")
+    t, f, v = K.spectral_peaks(np.ascontiguousarray(S, np.float32), time_radius, freq_radius,
+                               np.float32(cfg.floor_db))
+    order = np.argsort(t, kind="stable")
+    return Peaks(t[order], f[order], v[order])
+
+
 @dataclass(frozen=True)
 class Triplets:
     """Triplet descriptors: the invariant fields (in quantisation steps) and
@@ -202,19 +216,15 @@ def query_peaks(y: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConf
     return spectral_peaks(log_spectrogram(y, cfg), cfg, mcfg.query_peaks_per_block)
 
 
-def near_maxima(S: np.ndarray, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> np.ndarray:
+def near_grid(maxima: Peaks, n_frames: int, cfg: FeatureConfig, mcfg: MatchConfig = MatchConfig()) -> np.ndarray:
     """bool [2 * n_frames, n_bins], rows every half frame: the cells within
     +-`verify_tol_frames` (a multiple of half a frame) and +-`verify_tol_bins`
-    of a local maximum of S in a small neighbourhood (`verify_peak_radius`:
-    frames, bins), every one of them, not a quota; maxima at their refined
-    time.  What verification looks up for each of a reference's peaks."""
-    if S.ndim != 2 or S.shape[1] != cfg.n_bins:
-        raise ParameterError(f"S must have shape (n_frames, {cfg.n_bins})")
-    rt, rf = mcfg.verify_peak_radius
-    t, f, _ = K.spectral_peaks(np.ascontiguousarray(S, np.float32), rt, rf, np.float32(cfg.floor_db))
-    n, m = 2 * S.shape[0], S.shape[1]
+    of one of `maxima` (the query's dense peaks, at their refined time).
+    What verification looks up for each of a reference's peaks."""
+    n, m = 2 * n_frames, cfg.n_bins
     grid = np.zeros((n, m), bool)
-    grid[np.clip(np.rint(2 * t).astype(np.int64), 0, n - 1), np.clip(np.rint(f).astype(np.int64), 0, m - 1)] = True
+    grid[np.clip(np.rint(2 * maxima.t).astype(np.int64), 0, n - 1),
+         np.clip(np.rint(maxima.f).astype(np.int64), 0, m - 1)] = True
     out = grid.copy()
     for d in range(1, int(round(2 * mcfg.verify_tol_frames)) + 1):
         out[d:] |= grid[:-d]

@@ -9,6 +9,11 @@ distinct anchor pairs on that line a weight that falls with the pair's
 distance from the line in time and pitch (`_fit_weight`), less a fixed
 penalty when the line is off unit speed and pitch (the wide search tries many
 more hypotheses, so chance alignments score higher there).
+
+The range a line's hits span misses the stretches where the query's
+strongest peaks are another sound's (a sample under louder music): hits need
+the catalog's triplets whole.  `locate_range` grows it, along the line,
+over the stretches where the catalog track's own peaks are in the query.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from . import _kernels as K
 from .config import FeatureConfig, MatchConfig
-from .features import Triplets
+from .features import Peaks, Triplets
 from .index import marked, unpack_ids
 
 
@@ -264,7 +269,7 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
     """Check a candidate against its reference's own peaks.
 
     near : bool [2 * query frames, bins], the query's cells near a local
-    maximum, a row every half frame (features.near_maxima); anchors : the
+    maximum, a row every half frame (features.near_grid); anchors : the
     reference's peaks (frames, bins).
     The window is the candidate's matched query range widened by
     `verify_margin_s` either side, and at least `verify_min_window_s` long
@@ -313,3 +318,63 @@ def _densest_run(t: np.ndarray, max_gap: float) -> np.ndarray:
     mask = np.zeros(len(t), bool)
     mask[order[keep[run_id]]] = True
     return mask
+
+
+def locate_range(t1: np.ndarray, f1: np.ndarray, speed: float, offset: float, pitch: float,
+                 q0: float, q1: float, maxima: Peaks, n_frames: int, cfg: FeatureConfig,
+                 mcfg: MatchConfig) -> tuple[float, float]:
+    """The range [q0, q1] (query frames) of a match, grown outward over the
+    stretches where the catalog track's peaks are in the query.
+
+    t1, f1 : the track's triplet anchors (frames, bins) as stored, anchor by
+    anchor (a peak anchoring several triplets repeats in a row): the
+    reference's own peaks.  Each is mapped into the query along the line
+    (reference time = offset + speed * query time, in frames) and shifted by
+    `pitch` semitones, and found or not among `maxima` (the query's dense local
+    maxima, in time order) within the locate tolerances.  Its chance p0 of
+    being found is what the maxima at its frequency around it offer; inside
+    [q0, q1] the share found is p1.  A peak weighs log(p1/p0) when found,
+    log((1-p1)/(1-p0)) when not: out of the match these sum to a falling walk.
+    Walking away from each end, the range takes in the peaks up to the
+    walk's maximum, when that maximum reaches log(locate_odds).
+    """
+    fs = cfg.frame_seconds
+    t1, f1 = np.asarray(t1, np.float64), np.asarray(f1, np.float64)
+    pt = (t1 - offset) / speed
+    pf = f1 + pitch * cfg.bins_per_octave / 12.0
+    keep = (pt >= 0) & (pt < n_frames) & (pf >= 0) & (pf <= cfg.n_bins - 1)
+    keep[1:] &= (t1[1:] != t1[:-1]) | (f1[1:] != f1[:-1])  # each peak once
+    order = np.argsort(pt[keep], kind="stable")
+    pt, pf = pt[keep][order], pf[keep][order]
+    inside = (pt >= q0) & (pt <= q1)
+    if not inside.any() or inside.all():
+        return q0, q1
+    tol_t = mcfg.locate_tol_s / fs
+    tol_f = mcfg.locate_tol_semitones * cfg.bins_per_octave / 12.0
+    window = max(mcfg.locate_background_s / fs, 2.0 * tol_t)
+    hit, background = K.constellation_hits(maxima.t, maxima.f, pt, pf, tol_t, tol_f, window)
+    # Chance: the background's rate per frame over the length of query it was
+    # counted on, times the length a find may lie in.  Both rates count half
+    # a peak more (Jeffreys' prior), so that an empty background does not make
+    # a find infinitely telling.
+    span = (np.minimum(pt + window, n_frames) - np.maximum(pt - window, 0.0)
+            - (np.minimum(pt + tol_t, n_frames) - np.maximum(pt - tol_t, 0.0)))
+    p0 = -np.expm1(-(background + 0.5) / np.maximum(span, 1.0) * 2.0 * tol_t)
+    p1 = (hit[inside].sum() + 0.5) / (inside.sum() + 1.0)
+    with np.errstate(divide="ignore"):
+        weight = np.where(hit, np.log(p1 / p0), np.log1p(-p1) - np.log1p(-p0))
+    weight[p0 >= p1] = 0.0  # where chance finds as much as the match, nothing is learnt
+    need = np.log(mcfg.locate_odds)
+    before = np.flatnonzero(pt < q0)[::-1]
+    if len(before):
+        walk = np.cumsum(weight[before])
+        k = int(np.argmax(walk))
+        if walk[k] >= need:
+            q0 = float(pt[before[k]])
+    after = np.flatnonzero(pt > q1)
+    if len(after):
+        walk = np.cumsum(weight[after])
+        k = int(np.argmax(walk))
+        if walk[k] >= need:
+            q1 = float(pt[after[k]])
+    return q0, q1

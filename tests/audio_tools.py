@@ -48,6 +48,20 @@ def excerpt(y: np.ndarray, sr: int, offset_s: float, duration_s: float) -> np.nd
     return np.array(y[a : a + int(round(duration_s * sr))], dtype=np.float32)
 
 
+def sample_in_host(name: str, offset_s: float, length_s: float, host: str, at_s: float,
+                   host_gain: float = 0.3) -> tuple[np.ndarray, int]:
+    """`length_s` of clip `name` from `offset_s`, placed at `at_s` in the whole
+    of clip `host`, the host under it scaled by `host_gain`: (samples, rate)."""
+    y, sr = load_clip(name)
+    out, host_sr = load_clip(host)
+    assert host_sr == sr
+    out = np.array(out, dtype=np.float32)
+    seg = excerpt(y, sr, offset_s, length_s)
+    a = int(at_s * sr)
+    out[a : a + len(seg)] = host_gain * out[a : a + len(seg)] + seg
+    return out, sr
+
+
 def pieces(names, length_s: float = 3.0, sr: int = 16000) -> list[bytes]:
     """Distinct (non-overlapping) pieces of the clips, as FLAC bytes at `sr`."""
     out = []

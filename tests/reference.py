@@ -183,3 +183,14 @@ def best_alignment(tq, tr, speeds, tol):
         if votes[k] > best[2]:
             best = (s, (values[k] + 1.0) * tol, int(votes[k]))
     return best
+
+
+def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
+    """Whether a peak lies within `tol_t` frames and `tol_f` bins of each
+    point, and how many peaks lie within `tol_f` bins of it at more than
+    `tol_t` and at most `half_window` frames.  Returns (hit, background)."""
+    dt = np.abs(np.asarray(qt, np.float64)[None, :] - np.asarray(pt, np.float64)[:, None])
+    same_f = np.abs(np.asarray(qf, np.float64)[None, :] - np.asarray(pf, np.float64)[:, None]) <= tol_f
+    hit = (same_f & (dt <= tol_t)).any(axis=1)
+    background = (same_f & (dt > tol_t) & (dt <= half_window)).sum(axis=1).astype(np.int64)
+    return hit, background

@@ -12,7 +12,7 @@ import pytest
 import soxr
 
 from audio_tools import (CATALOG, OUTSIDE, add_noise, catalog_sources, clip_path, excerpt, load_clip, resample,
-                         write_audio)
+                         sample_in_host, write_audio)
 import simsearch.audio
 import simsearch.index
 from simsearch import store
@@ -274,6 +274,39 @@ def test_add_refuses_bad_ids_taken_ids_and_bad_audio(index_copy, tmp_path):
     assert sorted(Engine(index_copy).tracks) == sorted(CATALOG)
     # 256 bytes exactly is allowed.
     assert eng.add("é" * 128, clip_path("flare_boss_theme")).track_id == "é" * 128
+
+
+def _sample_under_louder_music(eng) -> np.ndarray:
+    """8 s of the forest theme from 14 s at 9 s in the boss theme: the hits
+    alone miss its first 5 s (tests/test_derivatives.py)."""
+    y, sr = sample_in_host("flare_forest_theme", 14.0, 8.0, "flare_boss_theme", 9.0)
+    return resample(y, sr, eng.config.sample_rate)
+
+
+@pytest.mark.slow
+def test_a_track_added_while_serving_is_located(index_copy):
+    eng, reader = Engine(index_copy), Engine(index_copy)
+    eng.remove("flare_forest_theme")
+    eng.add("again/forest", clip_path("flare_forest_theme"))  # a segment of its own, written now
+    assert reader.refresh() is True
+    for e in (eng, reader, Engine(index_copy)):
+        m = e.query_samples(_sample_under_louder_music(e)).matches[0]
+        assert m.track_id == "again/forest"
+        assert m.query_start == pytest.approx(9.0, abs=1.0) and m.ref_start == pytest.approx(14.0, abs=1.0)
+
+
+def test_locating_needs_no_file_once_the_index_is_loaded(index_copy):
+    """The anchors live in memory: a match is located even when its segment
+    is gone (as a rebuild by another process drops an old generation)."""
+    eng = Engine(index_copy)
+    y = _sample_under_louder_music(eng)
+    unlocated = eng.query_samples(y, MatchConfig(locate=False)).matches
+    assert unlocated[0].query_start > 10.0  # what locating adds to
+    located = eng.query_samples(y).matches
+    for seg in store.list_segments(eng.gen_dir):
+        seg.unlink()
+    assert eng.query_samples(y).matches == located
+    assert located[0].query_start == pytest.approx(9.0, abs=1.0)
 
 
 def test_refresh_sees_another_engines_changes(index_copy):

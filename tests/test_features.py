@@ -156,6 +156,26 @@ def test_spectral_peaks_rejects_wrong_shape():
         features.spectral_peaks(np.zeros(CFG.n_bins, np.float32), CFG, 5)
 
 
+def test_dense_peaks_are_every_local_maximum_in_time_order():
+    rng = np.random.default_rng(2)
+    y = tone_sequence([_bin_freq(k) for k in rng.integers(5, 130, 12)], 0.25, CFG.sample_rate)
+    y = (y + 0.05 * rng.standard_normal(len(y))).astype(np.float32)
+    S = features.log_spectrogram(y, CFG)
+    dense = features.dense_peaks(S, CFG, CFG.peak_time_radius, CFG.peak_freq_radius)
+    assert np.all(np.diff(dense.t) >= 0)
+    # The fingerprint's peaks, before the quota, are the same maxima.
+    every = _all_peaks(y)
+    assert sorted(zip(dense.t, dense.f)) == sorted(zip(every.t, every.f))
+    # A smaller neighbourhood keeps more of them, and every one of those.
+    denser = features.dense_peaks(S, CFG, 2, 3)
+    assert len(denser.t) > 1.5 * len(dense.t)
+    assert set(zip(np.rint(dense.t), np.rint(dense.f))) <= set(zip(np.rint(denser.t), np.rint(denser.f)))
+    with pytest.raises(ParameterError):
+        features.dense_peaks(S, CFG, -1, 3)
+    with pytest.raises(ParameterError):
+        features.dense_peaks(S[:, 1:], CFG, 2, 3)
+
+
 def test_silence_has_no_peaks_and_no_codes():
     codes, tr = features.reference_fingerprint(np.zeros(CFG.sample_rate * 3, np.float32), CFG)
     assert len(codes) == 0 and len(tr) == 0
@@ -221,19 +241,16 @@ def test_stored_hash_layout_is_tied_to_the_format_version():
         "would open and silently match nothing")
 
 
-def test_near_maxima_marks_the_cells_within_tolerance_of_every_local_maximum():
+def test_near_grid_marks_the_cells_within_tolerance_of_every_dense_maximum():
     rng = np.random.default_rng(5)
     S = rng.normal(-40, 6, (120, CFG.n_bins)).astype(np.float32)
     mcfg = MatchConfig()
-    near = features.near_maxima(S, CFG, mcfg)
-    rt, rf = mcfg.verify_peak_radius
-    t, f, _ = K.spectral_peaks(S, rt, rf, np.float32(CFG.floor_db))
-    ti, fi = np.rint(2 * t).astype(int), np.rint(f).astype(int)  # rows every half frame
+    maxima = features.dense_peaks(S, CFG, *mcfg.dense_peak_radius)
+    near = features.near_grid(maxima, len(S), CFG, mcfg)
+    ti, fi = np.rint(2 * maxima.t).astype(int), np.rint(maxima.f).astype(int)  # rows every half frame
     tt, ff = np.meshgrid(np.arange(2 * S.shape[0]), np.arange(S.shape[1]), indexing="ij")
     expected = np.zeros((2 * S.shape[0], S.shape[1]), bool)
     for a, b in zip(ti, fi):
         expected |= (np.abs(tt - a) <= 2 * mcfg.verify_tol_frames) & (np.abs(ff - b) <= mcfg.verify_tol_bins)
     np.testing.assert_array_equal(near, expected)
     assert 0.03 < near.mean() < 0.6  # every maximum, far more than a quota's
-    with pytest.raises(ParameterError):
-        features.near_maxima(S[:, :10], CFG, mcfg)

@@ -395,3 +395,47 @@ def test_best_alignment_of_no_hits():
     speeds = np.array([0.99, 1.0])
     s, a, votes = K.best_alignment(np.zeros(0), np.zeros(0), speeds, 2.0)
     assert (s, a, votes) == (0.99, 0.0, 0) == R.best_alignment(np.zeros(0), np.zeros(0), speeds, 2.0)
+
+
+def _assert_same_constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
+    hit, background = K.constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window)
+    rhit, rbackground = R.constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window)
+    np.testing.assert_array_equal(hit, rhit)
+    np.testing.assert_array_equal(background, rbackground)
+    return hit, background
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_constellation_hits_match_reference_on_random_points(seed):
+    rng = np.random.default_rng(seed)
+    qt, qf = _random_peaks(rng, 3000, n_frames=1500, n_bins=144)
+    qt = np.sort(qt)  # the kernel needs peaks in time order, not frame order
+    pt, pf = rng.uniform(-40, 1540, 400), rng.uniform(-2, 146, 400)
+    hit, background = _assert_same_constellation_hits(qt, qf, pt, pf, 1.0, 1.0, 32.0)
+    assert hit.any() and not hit.all() and background.sum() > 0
+
+
+def test_constellation_hits_on_integer_grid_edges():
+    # Whole frames and bins put peaks exactly on the tolerance and window edges.
+    rng = np.random.default_rng(5)
+    qt = np.sort(rng.integers(0, 200, 800)).astype(np.float64)
+    qf = rng.integers(0, 40, 800).astype(np.float64)
+    pt, pf = rng.integers(0, 200, 300).astype(np.float64), rng.integers(0, 40, 300).astype(np.float64)
+    _assert_same_constellation_hits(qt, qf, pt, pf, 1.0, 1.0, 8.0)
+
+
+def test_constellation_hits_finds_points_on_peaks_and_counts_their_neighbours():
+    qt = np.array([10.0, 20.0, 20.4, 30.0])
+    qf = np.array([50.0, 50.5, 80.0, 51.0])
+    hit, background = _assert_same_constellation_hits(qt, qf, np.array([20.0, 20.0, 60.0]),
+                                                       np.array([50.0, 80.0, 50.0]), 1.0, 1.0, 10.0)
+    assert hit.tolist() == [True, True, False]
+    assert background.tolist() == [2, 0, 0]  # the peaks at 10 and 30 frames, within a bin of 50
+
+
+def test_constellation_hits_of_nothing():
+    none = np.zeros(0)
+    hit, background = _assert_same_constellation_hits(none, none, np.array([1.0]), np.array([2.0]), 1.0, 1.0, 8.0)
+    assert hit.tolist() == [False] and background.tolist() == [0]
+    hit, background = _assert_same_constellation_hits(np.array([1.0]), np.array([2.0]), none, none, 1.0, 1.0, 8.0)
+    assert len(hit) == len(background) == 0

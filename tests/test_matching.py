@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from simsearch import matching
+from simsearch import features, matching
 from simsearch.config import FeatureConfig, MatchConfig
 from simsearch.features import Triplets
 from simsearch.index import pack_ids
@@ -209,3 +209,76 @@ def test_verify_counts_over_at_least_the_minimum_window():
     _, _, n_wide, _ = matching.verify(near, (tr, fr), wide, CFG, MCFG)
     assert n_wide == pytest.approx((6 + 2 * MCFG.verify_margin_s) / FS / 4, abs=1)
     assert matching.verify(near, (np.zeros(0), np.zeros(0)), wide, CFG, MCFG)[:3] == (0.0, 0, 0)
+
+def _constellation(rng, ref_frames: float, per_frame: float = 0.4):
+    """Reference peaks (anchors, frames and bins) at about `per_frame` per frame."""
+    n = int(ref_frames * per_frame)
+    return np.sort(rng.uniform(0, ref_frames, n)), rng.uniform(0, CFG.n_bins - 1, n)
+
+
+def _query_maxima(rng, t1, f1, speed, offset, pitch, present: tuple[float, float], n_frames: int,
+                  found: float = 0.7, clutter_per_frame: float = 1.5):
+    """The query's dense maxima: a share `found` of the reference peaks that
+    the line maps into `present` (query frames), jittered, among clutter."""
+    qt = (t1 - offset) / speed
+    qf = f1 + pitch * CFG.bins_per_octave / 12.0
+    keep = (qt >= present[0]) & (qt <= present[1]) & (rng.random(len(qt)) < found)
+    n_clutter = int(n_frames * clutter_per_frame)
+    t = np.concatenate([qt[keep] + rng.uniform(-0.4, 0.4, keep.sum()), rng.uniform(0, n_frames, n_clutter)])
+    f = np.concatenate([qf[keep] + rng.uniform(-0.4, 0.4, keep.sum()), rng.uniform(0, CFG.n_bins - 1, n_clutter)])
+    order = np.argsort(t)
+    return features.Peaks(t[order], f[order], np.zeros(len(t), np.float32))
+
+
+@pytest.mark.parametrize("speed, pitch", [(1.0, 0.0), (1.1, 1.65), (0.92, 0.0)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_locate_range_grows_over_the_stretches_where_the_reference_is(seed, speed, pitch):
+    rng = np.random.default_rng(seed)
+    t1, f1 = _constellation(rng, 6000)
+    n_frames = int(45 / FS)
+    offset = 2000.0  # reference frames at query frame 0
+    start, end = 15 / FS, 30 / FS  # where the reference truly is in the query
+    maxima = _query_maxima(rng, t1, f1, speed, offset, pitch, (start, end), n_frames)
+    # The hashes found only the middle: 4 s late, 2 s early.
+    q0, q1 = matching.locate_range(t1, f1, speed, offset, pitch, start + 4 / FS, end - 2 / FS, maxima,
+                                   n_frames, CFG, MCFG)
+    # Within a few reference peaks (misses next to the edge keep it inward).
+    assert q0 * FS == pytest.approx(15.0, abs=0.5)
+    assert q1 * FS == pytest.approx(30.0, abs=0.5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_locate_range_does_not_grow_into_clutter(seed):
+    rng = np.random.default_rng(10 + seed)
+    t1, f1 = _constellation(rng, 6000)
+    n_frames = int(45 / FS)
+    # The reference is exactly where the hashes say; around it, only clutter
+    # (dense: about one maximum in every 100 cells).
+    maxima = _query_maxima(rng, t1, f1, 1.0, 2000.0, 0.0, (15 / FS, 30 / FS), n_frames, clutter_per_frame=1.5)
+    q0, q1 = matching.locate_range(t1, f1, 1.0, 2000.0, 0.0, 15 / FS, 30 / FS, maxima, n_frames, CFG, MCFG)
+    assert q0 * FS == pytest.approx(15.0, abs=0.1) and q1 * FS == pytest.approx(30.0, abs=0.1)
+
+
+def test_locate_range_keeps_a_range_without_reference_peaks_or_beyond_the_query():
+    rng = np.random.default_rng(3)
+    t1, f1 = _constellation(rng, 6000)
+    n_frames = int(10 / FS)
+    maxima = _query_maxima(rng, t1, f1, 1.0, 100.0, 0.0, (0, n_frames), n_frames)
+    # The whole query: nothing beyond it to take in.
+    assert matching.locate_range(t1, f1, 1.0, 100.0, 0.0, 0.0, n_frames - 1.0, maxima, n_frames,
+                                 CFG, MCFG) == (0.0, n_frames - 1.0)
+    # A line past the reference's end maps no peak into the range: nothing to go on.
+    assert matching.locate_range(t1, f1, 1.0, 10_000.0, 0.0, 50.0, 200.0, maxima, n_frames,
+                                 CFG, MCFG) == (50.0, 200.0)
+
+
+def test_locate_range_counts_a_peak_anchoring_several_triplets_once():
+    rng = np.random.default_rng(4)
+    t1, f1 = _constellation(rng, 6000)
+    n_frames = int(45 / FS)
+    maxima = _query_maxima(rng, t1, f1, 1.0, 2000.0, 0.0, (15 / FS, 30 / FS), n_frames)
+    once = matching.locate_range(t1, f1, 1.0, 2000.0, 0.0, 19 / FS, 28 / FS, maxima, n_frames, CFG, MCFG)
+    # As stored: each anchor repeated for each of its triplets, in a row.
+    repeats = rng.integers(1, 4, len(t1))
+    assert matching.locate_range(np.repeat(t1, repeats), np.repeat(f1, repeats), 1.0, 2000.0, 0.0, 19 / FS,
+                                 28 / FS, maxima, n_frames, CFG, MCFG) == once
