@@ -220,14 +220,16 @@ def _fit_weight(h: Hits, speed: float, offset: float, pitch: float, fs: float, m
 # -- verification ---------------------------------------------------------------
 
 class ReferenceAnchors:
-    """Each catalog track's peak positions for verification: the distinct
-    anchors (to half a frame, to a bin) of its stored triplets, in time order.
-    3 bytes an anchor: the half frame modulo 2^16 (unwrapped on reading:
-    anchors are in time order and never 2^15 frames, 17 minutes, apart) and
-    the bin."""
+    """Each catalog track's peak positions for verification and locating: the
+    distinct anchors (to half a frame, to a bin) of its stored triplets, in
+    time order.  2 bytes an anchor: the half frames since the previous one
+    (a gap of more than 254 takes filler entries of 255 half frames, bin 255)
+    and the bin."""
+
+    FILLER = 255
 
     def __init__(self):
-        self._t: dict[int, np.ndarray] = {}
+        self._dt: dict[int, np.ndarray] = {}
         self._f: dict[int, np.ndarray] = {}
 
     def add(self, numbers: np.ndarray, t1: np.ndarray, f1: np.ndarray) -> None:
@@ -235,33 +237,40 @@ class ReferenceAnchors:
         if len(numbers) == 0:
             return
         key = ((np.asarray(numbers, np.int64) << 40) | (np.rint(2 * np.asarray(t1)).astype(np.int64) << 8)
-               | np.clip(np.rint(f1), 0, 255).astype(np.int64))
+               | np.clip(np.rint(f1), 0, self.FILLER - 1).astype(np.int64))
         key = np.unique(key)
         num = key >> 40
-        cuts = np.flatnonzero(np.diff(num)) + 1
-        for part in np.split(key, cuts):
-            n = int(part[0] >> 40)
-            self._t[n] = ((part >> 8) & 0xFFFF).astype(np.uint16)
-            self._f[n] = (part & 0xFF).astype(np.uint8)
+        for part in np.split(key, np.flatnonzero(np.diff(num)) + 1):
+            t = (part >> 8) & ((1 << 32) - 1)
+            gap = np.diff(t, prepend=0)
+            fillers = np.maximum(gap - 1, 0) // self.FILLER  # whole filler steps before each anchor
+            dt = np.full(len(t) + int(fillers.sum()), self.FILLER, np.uint8)
+            f = np.full(len(dt), self.FILLER, np.uint8)
+            at = np.arange(len(t)) + np.cumsum(fillers)  # each anchor after its fillers
+            dt[at] = gap - fillers * self.FILLER
+            f[at] = part & 0xFF
+            self._dt[int(part[0] >> 40)], self._f[int(part[0] >> 40)] = dt, f
 
     def discard(self, number: int) -> None:
-        self._t.pop(number, None)
+        self._dt.pop(number, None)
         self._f.pop(number, None)
 
     def get(self, number: int) -> tuple[np.ndarray, np.ndarray]:
         """(frames, bins) as float64, in time order; empty for an unknown track."""
-        t = self._t.get(number)
-        if t is None:
+        dt = self._dt.get(number)
+        if dt is None:
             return np.zeros(0), np.zeros(0)
-        wraps = np.concatenate([[0], np.cumsum(np.diff(t.astype(np.int64)) < 0)])
-        return 0.5 * (t + 65536.0 * wraps), self._f[number].astype(np.float64)
+        t = np.cumsum(dt, dtype=np.int64)
+        f = self._f[number]
+        real = f != self.FILLER
+        return 0.5 * t[real], f[real].astype(np.float64)
 
     def __len__(self) -> int:
-        return len(self._t)
+        return len(self._dt)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._t.values()) + sum(a.nbytes for a in self._f.values())
+        return sum(a.nbytes for a in self._dt.values()) + sum(a.nbytes for a in self._f.values())
 
 
 def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidate,

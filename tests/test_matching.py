@@ -153,21 +153,33 @@ def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
 
 # -- verification -----------------------------------------------------------------
 
-def test_reference_anchors_keep_each_distinct_peak_in_time_order_past_2_16_half_frames():
+def test_reference_anchors_keep_each_distinct_peak_in_time_order():
     anchors = matching.ReferenceAnchors()
-    # A 70-minute track: anchors to half a frame, far past 2^16 half frames.
-    t1 = np.array([70_000.2, 5.0, 5.1, 20_000.0, 40_000.0, 65_536.6, 100_000.0, 130_000.0, 5.0])
-    f1 = np.array([10.0, 20.0, 20.4, 1.0, 2.0, 40.0, 3.0, 50.0, 21.0])
+    # A 70-minute track to half a frame, with long silent gaps (filler entries).
+    t1 = np.array([70_000.2, 5.0, 5.1, 20_000.0, 40_000.0, 65_536.6, 100_000.0, 130_000.0, 5.0, 0.0, 127.0, 127.5])
+    f1 = np.array([10.0, 20.0, 20.4, 1.0, 2.0, 40.0, 3.0, 50.0, 21.0, 7.0, 8.0, 143.0])
     anchors.add(np.full(len(t1), 3), t1, f1)
     anchors.add(np.array([4, 4]), np.array([1.0, 2.0]), np.array([143.0, 0.0]))
     t, f = anchors.get(3)
-    # 5.0 and 5.1 at bin 20: one anchor.
-    assert t.tolist() == [5, 5, 20_000, 40_000, 65_536.5, 70_000, 100_000, 130_000]
-    assert f.tolist() == [20, 21, 1, 2, 40, 10, 3, 50]
-    assert anchors.get(4)[1].tolist() == [143, 0]
-    assert anchors.nbytes == 3 * 10 and len(anchors) == 2
+    # 5.0 and 5.1 at bin 20: one anchor; 127 and 127.5: a gap of 254 half frames after 0.
+    assert t.tolist() == [0, 5, 5, 127, 127.5, 20_000, 40_000, 65_536.5, 70_000, 100_000, 130_000]
+    assert f.tolist() == [7, 20, 21, 8, 143, 1, 2, 40, 10, 3, 50]
+    assert anchors.get(4)[1].tolist() == [143, 0] and anchors.get(4)[0].tolist() == [1, 2]
+    assert len(anchors) == 2 and anchors.nbytes < 2 * (11 + 2 + 260_000 // 255 + 20)
     anchors.discard(3)
     assert len(anchors.get(3)[0]) == 0 and len(anchors) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reference_anchors_round_trip_random_tracks(seed):
+    rng = np.random.default_rng(seed)
+    t1 = np.round(np.concatenate([rng.uniform(0, 40_000, 3000), rng.uniform(60_000, 61_000, 50)]) * 2) / 2
+    f1 = rng.integers(0, 144, len(t1)).astype(float)
+    anchors = matching.ReferenceAnchors()
+    anchors.add(np.full(len(t1), 9), t1, f1)
+    pairs = sorted(set(zip(t1.tolist(), f1.tolist())))
+    t, f = anchors.get(9)
+    assert list(zip(t.tolist(), f.tolist())) == pairs
 
 
 def _candidate(speed=1.0, offset_s=20.0, pitch=0.0, q0=0.0, q1=10.0):
