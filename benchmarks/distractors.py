@@ -62,6 +62,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# What a distractor is (bump on any change to it): written distractors are
+# kept and reused under a key that includes it.
+RECIPE_VERSION = 2
 # Blocks of ranks: at least MIN_BLOCK codes, and about BLOCK_FRACTION of the
 # rank they start at (ranks 0-3, 4-7, ..., then 1/16 wider each time): the
 # counts within a block stay within a few percent of each other at the head of

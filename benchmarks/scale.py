@@ -136,7 +136,8 @@ class Catalog:
     def key(self) -> str:
         """What the pool's segments depend on."""
         body = json.dumps({"segments": [p.name for p in self.segments], "seed": SEED, "rounds": SEGMENT_ROUNDS,
-                           "min_block": D.MIN_BLOCK, "fraction": D.BLOCK_FRACTION, "format": FORMAT_VERSION})
+                           "min_block": D.MIN_BLOCK, "fraction": D.BLOCK_FRACTION, "format": FORMAT_VERSION,
+                           "recipe": D.RECIPE_VERSION})
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
