@@ -9,14 +9,18 @@ Runs, one after the other (never two at once):
                and index size against catalog size);
   stages       benchmarks.stages (indexing speed by stage, peak memory);
   load         benchmarks.load (1, 4, 16 HTTP clients; 4 while adding tracks);
-  peer         benchmarks.peer (audfprint on the same corpus and query files).
+  peer         benchmarks.peer (audfprint on the same corpus and query files);
+  scale        benchmarks.scale (the scale ladder: catalogs of real tracks plus
+               distractors up to 10,000 h; 10 and 100 h with --quick).
 Everything a run writes besides results goes under DATA/suite (DATA/suite-quick
-with --quick): indexes, scratch audio, checkpoints.  Results go to
-benchmarks/results/suite/ (suite-quick/): core.json/.md and
-derivatives.json/.md as those benchmarks write them, suite.json (stages,
-load, peer, machine, headline), suite.md, and the PNG plots.  --only runs
-some parts and takes the others from the results already in that folder
-(to redraw the plots and the report: --only none).
+with --quick): indexes, scratch audio, checkpoints, the scale ladder's
+catalogs.  Results go to benchmarks/results/suite/ (suite-quick/):
+core.json/.md and derivatives.json/.md as those benchmarks write them,
+suite.json (stages, load, peer, machine, headline), suite.md, and the PNG
+plots; the scale ladder's to benchmarks/results/scale.json/.md
+(scale-quick.*), as `python -m benchmarks.scale` writes them.  --only runs
+some parts and takes the others from the results already there (to redraw
+the plots and the report: --only none).
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import os
 import platform
 import time
 
-from . import core, corpus, derivatives, load, peer, plots, report, stages
+from . import core, corpus, derivatives, load, peer, plots, report, scale, stages
 
-PARTS = ("core", "derivatives", "stages", "load", "peer")
+PARTS = ("core", "derivatives", "stages", "load", "peer", "scale")
 LOAD_SECONDS = {"quick": 8.0, "full": 20.0}
 LOAD_ROUNDS = {"quick": 1, "full": 3}
 STAGE_EVERY = {"quick": 4, "full": 1}  # every n-th catalog track goes through the stage timing
@@ -93,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
                   lambda: previous["load"])
     peer_r = part("peer", lambda: peer.run_peer(data, work, tracks, index_dir, core_r["indexing"], args.jobs,
                                                 args.quick), lambda: previous["peer"])
+    scale_out = scale.RESULTS / f"scale{'-quick' if args.quick else ''}.json"
+    scale_r = part("scale", lambda: scale.main(common + ["--out", str(scale_out)]),
+                   lambda: json.loads(scale_out.read_text()) if scale_out.exists() else None)
 
     figures = {
         "recall": plots.recall(core_r, deriv_r, out_dir / "recall.png"),
@@ -101,17 +108,19 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": plots.memory(deriv_r, out_dir / "memory-vs-catalog.png"),
         "indexing": plots.indexing(stages_r, out_dir / "indexing-stages.png", peer_r),
         "load": plots.load(load_r, out_dir / "http-load.png"),
+        "scale_latency": plots.scale_latency(scale_r, out_dir / "scale-latency.png"),
+        "scale_memory": plots.scale_memory(scale_r, out_dir / "scale-memory.png"),
     }
     result = {
         "benchmark": "suite", "mode": mode, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(), "environment": core.environment(),
         "parts_run": sorted(only), "timings_s": {**clock.timings, "total": round(time.perf_counter() - t_start, 1)},
         "load_average_1min": clock.loads,
-        "headline": headline(core_r, deriv_r, stages_r, load_r, peer_r),
+        "headline": headline(core_r, deriv_r, stages_r, load_r, peer_r) | {"scale": scale_headline(scale_r)},
         "stages": stages_r, "load": load_r, "peer": peer_r,
         "plots": {k: p.name for k, p in figures.items() if p is not None},
     }
-    text = markdown(result, core_r, deriv_r)
+    text = markdown(result, core_r, deriv_r, scale_r)
     core.write_text(out_dir / "suite.json", json.dumps(result, indent=1) + "\n")
     core.write_text(out_dir / "suite.md", text)
     print(text)
@@ -150,6 +159,23 @@ def headline(core_r: dict, deriv_r: dict, stages_r: dict, load_r: dict, peer_r: 
     }
 
 
+def scale_headline(scale_r: dict | None) -> dict | None:
+    """The largest catalog the scale ladder measured: its hours and 10 s query
+    time, recall@1, false alarms and serving index per hour."""
+    if scale_r is None:
+        return None
+    done = [r for r in scale_r["rungs"] if r["kind"] == "ladder" and r.get("summary", {}).get("queries", {})
+            .get("measured")]
+    if not done:
+        return {"largest_measured_hours": None}
+    r = done[-1]
+    s = r["summary"]
+    return {"largest_measured_hours": r["hours"], "query_10s_p50_ms": s["latency"]["10s"].get("p50_ms"),
+            "query_10s_p99_ms": s["latency"]["10s"].get("p99_ms"), "recall_at_1": s["recall_at_1"]["all"],
+            "false_alarm_rate": s["false_alarm_rate"], "serving_mb_per_hour": r["load"]["mb_per_hour"],
+            "largest_built_hours": max(x["hours"] for x in scale_r["rungs"] if "build" in x)}
+
+
 # -- report ----------------------------------------------------------------------
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f}"
@@ -177,7 +203,8 @@ def headline_section(r: dict, core_r: dict, deriv_r: dict) -> str:
          report.pct(h["derivatives_recall_at_1_all"]), "-"],
         [f"10 s query in process at {h['largest_catalog_hours']:.2f} h (p50 / p95)",
          f"{h['query_10s_p50_ms_largest_catalog']:g} / {h['query_10s_p95_ms_largest_catalog']:g} ms",
-         "at 10,000 h: p50 <= 100 ms, p99 <= 300 ms (not measured here)"],
+         "at 10,000 h: p50 <= 100 ms, p99 <= 300 ms"],
+        *scale_rows(h.get("scale")),
         ["serving index, resident MB per hour of audio (slope over the subsets; at the largest)",
          f"{report.num(mem['rss_slope'], '{:g}')}; {report.num(mem['rss_at_largest'], '{:g}')}", "<= 1.5"],
         ["index on disk, MB per hour", report.num(mem["disk_slope"], "{:g}"), "-"],
@@ -190,6 +217,19 @@ def headline_section(r: dict, core_r: dict, deriv_r: dict) -> str:
          "-"],
     ]
     return "## Headline\n\n" + report.table(["figure", "measured", "issue 4 bar"], rows)
+
+
+def scale_rows(sc: dict | None) -> list[list[str]]:
+    """The scale ladder's lines of the headline table."""
+    if not sc or not sc.get("largest_measured_hours"):
+        return [["scale ladder", "not run" if not sc else "no catalog with distractors measured", "-"]]
+    at = f"{sc['largest_measured_hours']:,.0f} h (largest measured; built up to {sc['largest_built_hours']:,.0f} h)"
+    return [[f"10 s query in process at {at} (p50 / p99)",
+             f"{sc['query_10s_p50_ms']:g} / {sc['query_10s_p99_ms']:g} ms", "at 10,000 h: <= 100 / <= 300 ms"],
+            [f"recall@1 / false alarms at {at}",
+             f"{report.pct(sc['recall_at_1'])} / {report.pct(sc['false_alarm_rate'], 2)}",
+             "within 1 point of 100 h / <= 0.2%"],
+            [f"serving index at {at}, MB per hour", f"{sc['serving_mb_per_hour']:g}", "<= 1.5"]]
 
 
 def stages_section(r: dict) -> str:
@@ -290,13 +330,22 @@ def memory_section(deriv_r: dict) -> str:
                             "10 s query p50 ms", "p95 ms"], rows))
 
 
-def markdown(r: dict, core_r: dict, deriv_r: dict) -> str:
+def scale_section(scale_r: dict | None) -> str:
+    if scale_r is None:
+        return "## Scale ladder\n\nNot run yet (`--only scale`)."
+    return (f"## Scale ladder\n\nThe real catalog plus distractors up to "
+            f"{max(r['hours'] for r in scale_r['rungs']):,.0f} h ({scale_r['mode']} run of {scale_r['date']}; "
+            f"everything measured: [scale.md](../scale{'-quick' if scale_r['mode'] == 'quick' else ''}.md)).\n\n"
+            + scale.bars_section(scale_r).replace("## Bars", "Bars:", 1) + "\n\n" + scale.ladder_table(scale_r))
+
+
+def markdown(r: dict, core_r: dict, deriv_r: dict, scale_r: dict | None = None) -> str:
     plots_md = "\n".join(f"![{k}]({name})" for k, name in r["plots"].items())
     head = (f"# simsearch benchmark suite ({r['mode']})\n\n{machine_line(r)}\n\n"
             f"Command: `.venv/bin/python -m benchmarks run{' --quick' if r['mode'] == 'quick' else ''}`. "
             f"Full tables: [core.md](core.md), [derivatives.md](derivatives.md).")
     sections = [head, headline_section(r, core_r, deriv_r), "## Plots\n\n" + plots_md, stages_section(r),
-                memory_section(deriv_r), load_section(r), peer_section(r)]
+                memory_section(deriv_r), scale_section(scale_r), load_section(r), peer_section(r)]
     return "\n\n".join(sections) + "\n"
 
 

@@ -53,7 +53,7 @@ import faiss
 import numpy as np
 
 from simsearch import store
-from simsearch.index import HashIndex, pack_ids
+from simsearch.index import HashIndex, pack_ids, table_layout
 
 Lookup = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -240,7 +240,7 @@ def build_structure(kind: str, codes: np.ndarray, ids: np.ndarray, bits: int):
 
 def table_k(n: int, bits: int, target: int) -> int:
     """log2 of the number of lists the engine's table takes for n codes."""
-    return min(bits, max(0, math.ceil(math.log2(max(n, 1) / target))))
+    return table_layout(n, bits, target).k
 
 
 def lookup_of(structure) -> Lookup:

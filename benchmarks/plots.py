@@ -152,3 +152,78 @@ def load(load_r: dict, path: Path) -> Path | None:
                  f"Latency, POST /v1/query, server --workers {load_r.get('server_workers', 1)} "
                  f"--threads {load_r['server_threads']}")
     return _save(fig, path)
+
+
+QUERY_BARS_MS = {"p50": 100.0, "p99": 300.0}  # issue 4's bars for a 10 s query at 10,000 h
+
+
+def _ladder(scale_r: dict) -> list[dict]:
+    """The scale ladder's catalogs that hold the real tracks, smallest first."""
+    return [r for r in scale_r["rungs"] if r["kind"] != "distractors only"]
+
+
+def scale_latency(scale_r: dict | None, path: Path) -> Path | None:
+    """p50 and p99 of in-process query time per query length against catalog
+    hours (log axes), the 10 s bars, and where the ladder stopped measuring."""
+    if scale_r is None:
+        return None
+    rows = _ladder(scale_r)
+    done = [r for r in rows if r.get("summary", {}).get("queries", {}).get("measured")]
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for k, length in enumerate(("5s", "10s", "15s")):
+        pts = [(r["hours"], r["summary"]["latency"][length]) for r in done if r["summary"]["latency"][length]["n"]]
+        for q, style in (("p50", "-"), ("p99", "--")):
+            ax.plot([h for h, _ in pts], [x[f"{q}_ms"] for _, x in pts], style, marker="o", color=f"C{k}",
+                    label=f"{length[:-1]} s, {q}")
+    for q, ms in QUERY_BARS_MS.items():
+        ax.axhline(ms, color="grey", ls=":" if q == "p50" else "-.", lw=1)
+        ax.text(min(r["hours"] for r in rows), ms, f" bar, 10 s {q} at 10,000 h", fontsize=7, va="bottom",
+                color="grey")
+    for r in rows:
+        if r not in done:
+            ax.axvline(r["hours"], color="tab:red", ls=":", lw=1)
+            ax.text(r["hours"], ax.get_ylim()[1], " not measured", rotation=90, va="top", fontsize=7, color="tab:red")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("catalog (hours of audio)")
+    ax.set_ylabel("ms per query (in process, decoded beforehand)")
+    ax.set_title("Query time against catalog size (real tracks + distractors)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=3)
+    return _save(fig, path)
+
+
+def scale_memory(scale_r: dict | None, path: Path) -> Path | None:
+    """Serving index (measured, and computed from the table's layout), load
+    peak and disk against catalog hours, absolute and per hour of audio."""
+    if scale_r is None:
+        return None
+    rows = [r for r in _ladder(scale_r) if "layout" in r or "load" in r]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = (("serving index, resident (measured)", lambda r: r["load"]["rss_growth_bytes"] if "load" in r else None),
+              ("serving index, computed from its layout", lambda r: r["layout"]["memory_bytes"] if "layout" in r
+               else None),
+              ("peak while Engine opens it (measured)", lambda r: r["load"]["peak_growth_bytes"] if "load" in r
+               else None),
+              ("HDF5 segments on disk", lambda r: r.get("build", {}).get("bytes_on_disk")))
+    for k, (label, value) in enumerate(series):
+        pts = [(r["hours"], value(r)) for r in rows if value(r)]
+        style = "--" if "computed" in label else "-"
+        a1.plot([h for h, _ in pts], [v / MB for _, v in pts], style, marker="o", color=f"C{k}", label=label)
+        a2.plot([h for h, _ in pts], [v / MB / h for h, v in pts], style, marker="o", color=f"C{k}", label=label)
+    hours = [r["hours"] for r in rows]
+    a1.plot(hours, [MEMORY_BAR_MB_PER_HOUR * h for h in hours], ":", color="grey",
+            label=f"bar: {MEMORY_BAR_MB_PER_HOUR:g} MB per hour")
+    a2.axhline(MEMORY_BAR_MB_PER_HOUR, color="grey", ls=":", label=f"bar: {MEMORY_BAR_MB_PER_HOUR:g} MB per hour")
+    for ax in (a1, a2):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        ax.set_xlabel("catalog (hours of audio)")
+    a1.set_yscale("log")
+    a1.set_ylabel("MB")
+    a1.set_title("Index size against catalog size")
+    a2.set_ylabel("MB per hour of audio")
+    a2.set_ylim(bottom=0)
+    a2.set_title("Per hour of audio")
+    return _save(fig, path)

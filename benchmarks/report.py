@@ -2,7 +2,7 @@
 and the helpers the derivatives benchmark's report (derivatives.markdown) uses.
 
 ``python -m benchmarks.report RESULTS.json`` prints them again from a saved
-result of either benchmark.
+result of the core, derivatives or scale benchmark.
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ def markdown(r: dict) -> str:
         from .derivatives import markdown as derivatives_markdown
 
         return derivatives_markdown(r)
+    if r.get("benchmark") == "scale":
+        from .scale import markdown as scale_markdown
+
+        return scale_markdown(r)
     head = f"# simsearch core benchmark ({r['mode']})\n\n" + run_line(r) + "\n\n" + corpus_section(r)
     sections = [head, accuracy_section(r), false_alarm_section(r), sweep_section(r), indexing_section(r),
                 latency_section(r), lookups_section(r)]

@@ -14,7 +14,7 @@ import numpy as np
 
 from .audio import DecodeLimits
 from .auth import ENV_VAR, load_keys
-from .config import ApiConfig, MatchConfig
+from .config import LIST_TARGET, ApiConfig, MatchConfig
 from .errors import IndexNotFound, ParameterError, SimsearchError
 
 DEFAULT_INDEX = "indexes/default"
@@ -23,6 +23,13 @@ DEFAULT_INDEX = "indexes/default"
 def _index_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("index_dir", nargs="?", default=DEFAULT_INDEX,
                    help=f"index directory (default: {DEFAULT_INDEX})")
+
+
+def _list_target_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--list-target", type=int, default=LIST_TARGET, metavar="N",
+                   help="mean entries per inverted list the serving table is sized for: its number of lists "
+                        f"is chosen from the catalog size (default: {LIST_TARGET}; fewer lists, less memory, "
+                        "more scanning per probe)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--top-k", type=int, default=MatchConfig.top_k)
     q.add_argument("--min-score", type=float, default=MatchConfig.min_score)
     q.add_argument("--hits", action="store_true", help="include aligned hits in the JSON")
+    _list_target_arg(q)
 
     s = sub.add_parser("serve", help="serve the HTTP API with a production WSGI server (waitress)")
     _index_arg(s)
@@ -76,9 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                         "recorded source file must lie inside one (repeatable; default: none, catalog audio off)")
     s.add_argument("--no-auth", action="store_true",
                    help="no key needed for anything, writes included (a trusted network only)")
+    _list_target_arg(s)
 
     i = sub.add_parser("info", help="tracks, hours, vectors, bytes on disk and in memory, configuration")
     _index_arg(i)
+    _list_target_arg(i)
 
     c = sub.add_parser("check", help="verify every index file (checksums, HDF5, configuration); exit 1 if damaged")
     _index_arg(c)
@@ -172,7 +182,7 @@ def _cmd_query(args) -> int:
     from .engine import Engine
     from .sources import expand_sources
 
-    eng = Engine(args.index_dir)
+    eng = Engine(args.index_dir, list_target=args.list_target)
     mcfg = eng.match_config.replace(top_k=args.top_k, min_score=args.min_score)
     failures = 0
     for _, path in expand_sources(args.sources):
@@ -217,7 +227,7 @@ def _cmd_serve(args) -> int:
         raise SimsearchError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     limits = DecodeLimits(max_duration_s=args.max_duration_s, timeout_s=args.decode_timeout_s)
     # Loaded and warmed up once, here: forked workers inherit it (copy-on-write).
-    eng = Engine(args.index_dir, limits=limits)
+    eng = Engine(args.index_dir, limits=limits, list_target=args.list_target)
     _warm_up(eng)
     api_config = ApiConfig(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                            max_concurrent_decodes=args.max_decodes, decode_wait_s=args.decode_wait_s,
@@ -263,7 +273,7 @@ def _warm_up(eng) -> None:
 def _cmd_info(args) -> int:
     from .engine import Engine
 
-    print(json.dumps(Engine(args.index_dir).stats(), indent=2))
+    print(json.dumps(Engine(args.index_dir, list_target=args.list_target).stats(), indent=2))
     return 0
 
 

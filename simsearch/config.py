@@ -23,6 +23,14 @@ FORMAT_VERSION = 3  # 3: peaks ranked by spectral contrast (FeatureConfig.contra
 # float32 powers in the spectrogram.
 MAX_SAMPLE_MAGNITUDE = 1e4
 
+# Mean entries per inverted list the serving table is sized for (its number
+# of lists grows with the catalog: index.TableLayout).  Fewer lists cost less
+# memory (32 bytes each) but each probe scans more entries; 16 keeps the
+# lists under 4 bytes per entry and the lookups faster than IndexBinaryHash's
+# (benchmarks/lookups.py).  A serving choice (Engine(list_target=...),
+# --list-target), not stored with the index.
+LIST_TARGET = 16
+
 
 @dataclass(frozen=True)
 class FeatureConfig:

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import features, matching, store
 from .audio import DecodeLimits, Source, decode_audio, read_excerpt
-from .config import FORMAT_VERSION, FeatureConfig, MatchConfig
+from .config import FORMAT_VERSION, LIST_TARGET, FeatureConfig, MatchConfig
 from .errors import AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, TrackExists, UnknownTrack
 from .index import MAX_TRACKS, HashIndex, pack_ids, without_tracks
 
@@ -202,10 +202,17 @@ class Engine:
     """A loaded index directory, ready to answer queries and take additions."""
 
     def __init__(self, index_dir: str | Path, match_config: MatchConfig = MatchConfig(),
-                 limits: DecodeLimits = DecodeLimits(), verify: bool = True):
+                 limits: DecodeLimits = DecodeLimits(), verify: bool = True, list_target: int = LIST_TARGET):
+        """`list_target`: mean entries per inverted list the serving table is
+        sized for (index.TableLayout): fewer lists cost less memory, longer
+        ones more scanning per probe.  A serving choice, not stored with the
+        index."""
+        if not isinstance(list_target, int) or isinstance(list_target, bool) or list_target < 1:
+            raise ParameterError(f"list_target must be a positive integer, not {list_target!r}")
         self.index_dir = Path(index_dir)
         self.match_config = match_config
         self.limits = limits
+        self.list_target = list_target
         self._verify = verify
         self._lock = _RWLock()
         self._write_mutex = threading.Lock()
@@ -239,7 +246,7 @@ class Engine:
         # Tracks a later segment superseded (it re-added their id) stay out.
         codes, ids = without_tracks(np.concatenate(codes or [np.zeros(0, np.uint64)]),
                                     np.concatenate(ids or [np.zeros(0, np.int64)]), masked)
-        index = HashIndex(cfg.hash_cardinality, codes, ids)
+        index = HashIndex(cfg.hash_cardinality, codes, ids, self.list_target)
         del codes, ids
         release_free_memory()
         with self._lock.write():
@@ -565,4 +572,5 @@ class Engine:
                 "format_version": FORMAT_VERSION,
                 "feature_config": json.loads(self.config.to_json()),
                 "faiss_index": self.index.describe(),
+                "faiss_parameters": self.index.parameters(),
             }

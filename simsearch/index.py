@@ -6,7 +6,11 @@ stores is its remaining high bits (one byte at the default configuration),
 and a lookup reads the probe's list and keeps the entries whose stored code
 equals the probe's (`range_search_preassigned`, Hamming distance 0; the
 quantizer is never asked).  `k` grows with the catalog so that a list holds
-about `LIST_TARGET` entries: few to scan per probe, few lists to pay for.
+about `list_target` entries (default config.LIST_TARGET = 16): few to scan
+per probe, few lists to pay for (`table_layout`).  It stops at the bits the
+hash uses (21 at the default configuration, reached at ~33 M entries, ~290
+hours of music): past that a list holds one code value and grows with the
+catalog.
 
 The lists are laid out once, contiguously, in FAISS's own serialised form in
 an anonymous in-memory file, and FAISS maps them (`IO_FLAG_MMAP`, which reads
@@ -32,9 +36,12 @@ import os
 import struct
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
+
+from .config import LIST_TARGET
 
 # A query's lookups are small; across concurrent queries, one thread each
 # beats OpenMP fan-out (which also spins on a busy machine).  OpenMP keeps
@@ -52,11 +59,6 @@ TRACK_SHIFT = TIME_BITS + FREQ_BITS + SPAN_BITS
 MAX_TRACKS = 1 << TRACK_BITS
 MAX_HALF_FRAMES = 1 << TIME_BITS
 
-# Mean entries per inverted list the table is sized for.  Fewer lists cost
-# less memory (32 bytes each) but each probe scans more entries; 16 keeps the
-# lists under 4 bytes per entry and the lookups faster than IndexBinaryHash's
-# (benchmarks/lookups.py).
-LIST_TARGET = 16
 # Added codes are folded into the table once they pass 1/SIDE_FRACTION of it
 # (and at least SIDE_MIN): an added code costs ~8x a table entry.
 SIDE_FRACTION = 64
@@ -118,6 +120,47 @@ def _probes_of(lims: np.ndarray) -> np.ndarray:
 
 
 # -- the table ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How the table holds `entries` codes of `bits` bits: 2^k inverted lists
+    (a code's list is its low k bits), the remaining high bits stored in
+    `code_size` bytes per entry beside its 8-byte hit id.  k is the smallest
+    that gives at most `list_target` entries per list on average, and at
+    most `bits` (past that, a list holds one code value and grows with the
+    catalog)."""
+
+    entries: int
+    bits: int
+    list_target: int
+    k: int
+
+    @property
+    def nlist(self) -> int:
+        return 1 << self.k
+
+    @property
+    def code_size(self) -> int:
+        return max(1, math.ceil((self.bits - self.k) / 8))
+
+    @property
+    def entries_per_list(self) -> float:
+        return self.entries / self.nlist
+
+    def memory_bytes(self) -> int:
+        """Resident bytes of the table, computed: each list's header and
+        size, each entry's stored code and id (the fixed header of the
+        mapped file, ~100 bytes, left out)."""
+        return self.nlist * (LIST_HEADER_BYTES + 8) + self.entries * (self.code_size + 8)
+
+
+def table_layout(entries: int, bits: int, list_target: int = LIST_TARGET) -> TableLayout:
+    """The layout the table takes for `entries` codes (see TableLayout)."""
+    if list_target < 1:
+        raise ValueError("list_target must be at least 1")
+    k = min(bits, max(0, math.ceil(math.log2(max(entries, 1) / list_target))))
+    return TableLayout(entries, bits, list_target, k)
+
 
 def _ivf_image(d: int, nlist: int, sizes: np.ndarray, stored: np.ndarray,
                ids: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -204,9 +247,8 @@ class _ListTable:
         codes = np.asarray(codes, np.uint64)
         ids = np.asarray(ids, np.int64)
         self.bits, self.ntotal = bits, len(codes)
-        self.k = min(bits, max(0, math.ceil(math.log2(max(len(codes), 1) / list_target))))
-        self.code_size = max(1, math.ceil((bits - self.k) / 8))
-        self.nlist = 1 << self.k
+        self.layout = table_layout(len(codes), bits, list_target)
+        self.k, self.code_size, self.nlist = self.layout.k, self.layout.code_size, self.layout.nlist
         lists, stored = self._split(codes)
         order = np.argsort(lists, kind="stable")  # a list keeps its entries in insertion order
         sizes = np.bincount(lists, minlength=self.nlist)
@@ -281,12 +323,15 @@ class HashIndex:
 
     `HashIndex(cardinality, codes, ids)` builds the table from a catalog's
     codes (uint64, below `cardinality`) and hit ids; `add` takes more.
-    `list_target`: mean entries per inverted list (benchmarks try others).
+    `list_target`: mean entries per inverted list the table is sized for
+    (default LIST_TARGET; see TableLayout).
     """
 
     def __init__(self, cardinality: int, codes: np.ndarray | None = None, ids: np.ndarray | None = None,
                  list_target: int = LIST_TARGET):
-        self.cardinality, self.list_target = cardinality, list_target
+        if not isinstance(list_target, (int, np.integer)) or list_target < 1:
+            raise ValueError(f"list_target must be a positive integer, not {list_target!r}")
+        self.cardinality, self.list_target = cardinality, int(list_target)
         self.bits = max(1, math.ceil(math.log2(cardinality)))
         if self.bits > 64:
             raise ValueError("codes must fit in 64 bits")
@@ -394,6 +439,18 @@ class HashIndex:
             total += (self._added.hashtable_size() * HASH_BYTES_PER_BUCKET + self.added_size * HASH_BYTES_PER_ENTRY
                       + sum(c.nbytes + i.nbytes for c, i in self._added_parts))
         return int(total)
+
+    def parameters(self) -> dict:
+        """The structure and parameters in use, for reports: the table's
+        layout (measured list sizes) and the side index of added codes."""
+        out = {"structure": "faiss.IndexBinaryIVF over mapped lists", "list_target": self.list_target,
+               "entries": self.table_size, "added_entries": self.added_size, "memory_bytes": self.memory_bytes()}
+        if self._table:
+            t = self._table
+            out |= {"nlist": t.nlist, "k": t.k, "code_size_bytes": t.code_size,
+                    "entries_per_list_mean": round(t.layout.entries_per_list, 2),
+                    "entries_per_list_max": int(t.sizes.max())}
+        return out
 
     def describe(self) -> str:
         """What FAISS holds, for reports."""

@@ -50,6 +50,7 @@ DIR_IDS = {"themes/loud/flare_battle_theme": "flare_battle_theme",
            "themes/calm/flare_cave_theme": "flare_cave_theme",
            "themes/calm/flare_forest_theme": "flare_forest_theme",
            "flare_town_theme": "flare_town_theme"}
+DIR_IDS_BY_NAME = {name: track_id for track_id, name in DIR_IDS.items()}
 
 
 @pytest.fixture
@@ -91,6 +92,19 @@ def test_info(built, tmp_path):
     assert info["hours"] == pytest.approx(len(CATALOG) * 25 / 3600, abs=0.002)
     assert info["vectors"] > 0 and info["bytes_on_disk"] > 0
     assert info["feature_config"]["bins_per_octave"] > 0
+    assert info["faiss_parameters"]["list_target"] == 16
+
+
+def test_list_target_option_sizes_the_serving_table(built, tmp_path):
+    default = json.loads(simsearch("info", built[0], cwd=tmp_path).stdout)["faiss_parameters"]
+    proc = simsearch("info", built[0], "--list-target", "4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)["faiss_parameters"]
+    assert got["list_target"] == 4 and got["nlist"] == 4 * default["nlist"]
+    query = simsearch("query", built[0], clip_path(CATALOG[0]), "--json", "--list-target", "4", cwd=tmp_path)
+    assert _json_lines(query.stdout)[0]["matches"][0]["track_id"] == DIR_IDS_BY_NAME[CATALOG[0]]
+    bad = simsearch("info", built[0], "--list-target", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "list_target" in bad.stderr
 
 
 def test_query_json_one_line_per_query(built, tmp_path):

@@ -157,6 +157,18 @@ def _medley(eng):
     return resample(y, sr, eng.config.sample_rate)
 
 
+def test_list_target_sizes_the_serving_table_and_keeps_the_answers(catalog_dir, engine):
+    wide = Engine(catalog_dir, list_target=4)
+    got, default = wide.stats()["faiss_parameters"], engine.stats()["faiss_parameters"]
+    assert got["list_target"] == 4 and default["list_target"] == simsearch.index.LIST_TARGET
+    assert got["nlist"] == 4 * default["nlist"] and got["entries"] == default["entries"]
+    assert got["entries_per_list_mean"] <= 4
+    assert _answers(wide, CATALOG[:2] + OUTSIDE[:1]) == _answers(engine, CATALOG[:2] + OUTSIDE[:1])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ParameterError, match="list_target"):
+            Engine(catalog_dir, list_target=bad)
+
+
 def test_medley_top_k_and_min_score(engine):
     y = _medley(engine)
     res = engine.query_samples(y)

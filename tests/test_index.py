@@ -171,6 +171,34 @@ def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
     lists = 1 << index._table.k
     assert 200_000 / lists <= index_module.LIST_TARGET  # lists of at most ~16 entries
     assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32, abs=1000)
+    assert index.memory_bytes() == pytest.approx(index_module.table_layout(200_000, BITS).memory_bytes(), abs=1000)
+
+
+@pytest.mark.parametrize("entries, target, k", [(0, 16, 0), (16, 16, 0), (17, 16, 1), (200_000, 16, 14),
+                                                (200_000, 4, 16), (1 << 40, 16, BITS)])
+def test_the_table_has_the_fewest_lists_of_at_most_list_target_entries_up_to_one_per_code(entries, target, k):
+    layout = index_module.table_layout(entries, BITS, target)
+    assert layout.k == k and layout.nlist == 1 << k
+    assert layout.code_size == max(1, -(-(BITS - k) // 8))
+    if k < BITS:
+        assert layout.entries_per_list <= target and (k == 0 or entries / (layout.nlist // 2) > target)
+
+
+def test_list_target_sets_the_lists_and_keeps_the_answers():
+    rng = np.random.default_rng(5)
+    pool, codes, ids = _random_entries(rng, 50_000, 20_000)
+    probes = _probes(rng, pool)
+    default, few = HashIndex(CARD, codes, ids), HashIndex(CARD, codes, ids, list_target=64)
+    p_default, p_few = default.parameters(), few.parameters()
+    assert p_default["list_target"] == index_module.LIST_TARGET and p_few["list_target"] == 64
+    assert p_few["nlist"] == p_default["nlist"] // 4
+    assert p_few["entries_per_list_mean"] == pytest.approx(50_000 / p_few["nlist"], abs=0.01)
+    assert p_few["entries_per_list_max"] >= p_few["entries_per_list_mean"]
+    assert p_few["memory_bytes"] < p_default["memory_bytes"]
+    _assert_same(few.lookup(probes), default.lookup(probes))
+    assert few.compacted().list_target == 64
+    with pytest.raises(ValueError, match="list_target"):
+        HashIndex(CARD, codes, ids, list_target=0)
 
 
 # -- bounded lookups -----------------------------------------------------------
