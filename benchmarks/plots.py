@@ -201,8 +201,8 @@ def scale_memory(scale_r: dict | None, path: Path) -> Path | None:
     rows = [r for r in _ladder(scale_r) if "layout" in r or "load" in r]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     series = (("serving index, resident (measured)", lambda r: r["load"]["rss_growth_bytes"] if "load" in r else None),
-              ("serving index, computed from its layout", lambda r: r["layout"]["memory_bytes"] if "layout" in r
-               else None),
+              ("serving index, computed (table layout + anchors per entry)",
+               lambda r: r.get("computed_serving_bytes")),
               ("peak while Engine opens it (measured)", lambda r: r["load"]["peak_growth_bytes"] if "load" in r
                else None),
               ("HDF5 segments on disk", lambda r: r.get("build", {}).get("bytes_on_disk")))

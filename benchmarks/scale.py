@@ -545,6 +545,23 @@ def summarize(records: list[dict], threshold: float, indexed: bool = True) -> di
     return fig
 
 
+def add_computed_serving(result: dict) -> dict:
+    """Give every rung not opened `computed_serving_bytes`: the FAISS table
+    its layout takes (`layout`) plus what else the engine keeps per entry
+    (its estimate less its table's, e.g. the anchors verification reads),
+    per entry as at the largest rung opened."""
+    opened = [x for x in result["rungs"] if "load" in x]
+    if not opened:
+        return result
+    last = opened[-1]
+    other = (last["load"]["bytes_in_memory"] - last["faiss"]["memory_bytes"]) / last["entries"]
+    for x in result["rungs"]:
+        if "load" not in x and "layout" in x:
+            x["computed_serving_bytes"] = int(x["layout"]["memory_bytes"] + other * x["triplets"])
+            x["computed_other_bytes_per_entry"] = round(other, 3)
+    return result
+
+
 def layout_record(entries: int, bits: int, list_target: int) -> dict:
     """The table the engine sizes for `entries` codes (computed, index.table_layout)."""
     lay = table_layout(entries, bits, list_target)
@@ -733,7 +750,7 @@ def run(data: Path, work: Path, mode: str, hours: tuple[float, ...], jobs: int, 
         clock.done(f"{h:g}h", t0)
     clock.timings["total"] = round(time.perf_counter() - t_start, 1)
     _, _, meta = load_queries(queries)
-    return {
+    return add_computed_serving({
         "benchmark": "scale", "mode": mode, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": core.environment(),
         "parameters": {"data": str(data), "work": str(work), "rungs_hours": list(hours), "seed": SEED,
@@ -745,14 +762,15 @@ def run(data: Path, work: Path, mode: str, hours: tuple[float, ...], jobs: int, 
                        "block_fraction": D.BLOCK_FRACTION, "memory_budget_bytes": MEMORY_BUDGET[mode],
                        "memory_reserve_bytes": MEMORY_RESERVE, "disk_reserve_bytes": DISK_RESERVE,
                        "query_seconds_per_rung": QUERY_SECONDS[mode], "run_seconds": RUN_SECONDS[mode],
-                       "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
+                       "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                       "catalog_track_ids": list(cat.batch.track_id)},
         "timings_s": clock.timings, "load_average_1min": clock.loads,
         "catalog_build": catalog_build,
         "popularity": {"codes": len(cat.pop.by_rank), "blocks": cat.pop.n_blocks,
                        "top_counts": cat.pop.counts[:5].tolist()},
         "rungs": lad.rows,
         "records": lad.records,
-    }
+    })
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -789,8 +807,8 @@ def ladder_table(r: dict) -> str:
             (f"2^{faiss_p['k']}, {faiss_p['code_size_bytes']} B, {faiss_p['entries_per_list_mean']:g}"
              + (" (computed)" if computed else "")) if faiss_p else "-",
             (f"{x['load']['rss_growth_bytes'] / 1e6:,.0f} ({x['load']['mb_per_hour']:.2f})" if "load" in x
-             else (f"~{faiss_p['memory_bytes'] / 1e6:,.0f} ({faiss_p['memory_bytes'] / 1e6 / x['hours']:.2f}) computed"
-                   if faiss_p else "-")),
+             else (f"~{x['computed_serving_bytes'] / 1e6:,.0f} ({x['computed_serving_bytes'] / 1e6 / x['hours']:.2f}) "
+                   "computed" if "computed_serving_bytes" in x else "-")),
             f"{_mb(b['bytes_on_disk'])} ({b['bytes_on_disk'] / 1e6 / x['hours']:.2f})" if "bytes_on_disk" in b else "-",
             (f"{b['generate_seconds'] + b['write_seconds']:,.1f}" if "write_seconds" in b else "audio")
             + (f" + {x['load']['seconds']:,.1f}" if "load" in x else ""),
@@ -853,9 +871,12 @@ def bars_section(r: dict) -> str:
     note = ""
     if top is None or "summary" not in top:
         note = "\n\n10,000 h: " + (_why(top) if top else "not in this run's ladder") + "."
-        if top and "layout" in top:
-            note += (f" Its serving table, computed: {top['layout']['memory_bytes'] / 1e6:,.0f} MB "
-                     f"({top['layout']['memory_bytes'] / 1e6 / top['hours']:.2f} MB/h).")
+        if top and "computed_serving_bytes" in top:
+            c = top["computed_serving_bytes"]
+            note += (f" Its serving index, computed: {c / 1e6:,.0f} MB ({c / 1e6 / top['hours']:.2f} MB/h: the FAISS "
+                     f"table of its layout, {top['layout']['memory_bytes'] / 1e6 / top['hours']:.2f} MB/h, and the "
+                     f"engine's other {top['computed_other_bytes_per_entry']:.2f} bytes per entry as at the "
+                     f"largest rung opened).")
     return "## Bars\n\n" + table + note
 
 
@@ -899,6 +920,33 @@ def fairness_section(r: dict) -> str:
               f"(catalog excerpts with one >= T): {per_rung or '-'}.")
 
 
+def matches_section(r: dict) -> str:
+    """Every false alarm and wrong top match >= T, with the source of a distractor."""
+    from . import report
+
+    t = r["parameters"]["threshold"]
+    ids = r["parameters"].get("catalog_track_ids")
+
+    def source(track: str) -> str:
+        if ids and track.startswith(DISTRACTOR_PREFIX):
+            return f"{track} (made from {ids[int(track[len(DISTRACTOR_PREFIX):]) % len(ids)]})"
+        return track
+
+    rows = []
+    for x in r["rungs"]:
+        indexed = x["kind"] != "distractors only"
+        for q in _records(r, x["name"]):
+            if q["top_score"] >= t and q["top_track"] != q["track_id"]:
+                kind = "wrong@1" if q["in_catalog"] and indexed else "false alarm"
+                rows.append([rung_label(x), kind, q["track_id"], q["transform"], f"{q['length_s']:g} s",
+                             source(q["top_track"]), f"{q['top_score']:.2f}"])
+    if not rows:
+        return "## False alarms and wrong matches\n\nNone at any rung."
+    return ("## False alarms and wrong matches\n\nEvery query whose top match >= T is not its own track "
+            "(matches to a distractor of the query's own track left out).\n\n"
+            + report.table(["catalog", "", "query track", "transform", "length", "top match", "score"], rows))
+
+
 def _records(r: dict, name: str) -> list[dict]:
     t = r["records"].get(name)
     return [dict(zip(t["columns"], row)) for row in t["rows"]] if t else []
@@ -921,8 +969,10 @@ def markdown(r: dict) -> str:
         f"entries a query's pass reads: {p['max_lookup_entries']:,}. Threshold T = {p['threshold']:g}.",
         bars_section(r),
         "## The ladder\n\n" + ladder_table(r) + "\n\nServing index: growth of the measuring process's resident "
-        "memory while `Engine` opens the rung (after freeing what loading used); computed: "
-        "`index.table_layout(entries).memory_bytes()`, for rungs not opened. Build: seconds to make and write the "
+        "memory while `Engine` opens the rung (after freeing what loading used); computed, for rungs not opened: "
+        "`index.table_layout(entries).memory_bytes()` plus the engine's other bytes per entry (its estimate "
+        "less its table's: the anchors verification reads) as at the largest rung opened. Build: seconds to "
+        "make and write the "
         "distractors' HDF5 segments (made once and shared by the rungs: each rung counts all of its own), then "
         "`Engine`'s load (reading and checking every segment, building the FAISS table). Recall@1: catalog "
         "excerpts whose top match is their track at >= T; false alarms: out-of-catalog excerpts with a match "
@@ -933,6 +983,7 @@ def markdown(r: dict) -> str:
         "bound them).",
         "## Not measured\n\n" + ("\n".join(not_measured + stopped) if not_measured or stopped else "Every rung "
                                                                                                  "was measured."),
+        matches_section(r),
         fairness_section(r),
     ]
     return "\n\n".join(parts) + "\n"
