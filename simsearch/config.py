@@ -187,13 +187,15 @@ class MatchConfig:
     # `verify_margin_s` either side (at least `verify_min_window_s` in all),
     # and looked up among the dense maxima within +-`verify_tol_frames` and
     # +-`verify_tol_bins`.  The match's score is the z-score of the count
-    # found against the query's own rate of maxima in those bins over that
-    # window (matching.verify).  Candidates whose aligned hits weigh less
-    # than `min_hit_score` are not verified.
+    # found against chance: at each peak, the query's own rate of maxima in
+    # its bin over that window, or over +-`verify_local_s` around the peak
+    # where the query is denser there (matching.verify).  Candidates whose
+    # aligned hits weigh less than `min_hit_score` are not verified.
     verify_tol_frames: float = 0.5
     verify_tol_bins: int = 1
     verify_margin_s: float = 1.0
     verify_min_window_s: float = 6.0
+    verify_local_s: float = 2.0
     min_hit_score: float = 1.0
     # Locating a returned match: its reference peaks are looked for among the
     # dense maxima within locate_tol_s and locate_tol_semitones.  Chance is

@@ -389,11 +389,12 @@ class Engine:
         maxima = features.dense_peaks(S, cfg, *mcfg.dense_peak_radius)
         del S
         near = features.near_grid(maxima, n_frames, cfg, mcfg)
+        counts = matching.near_counts(near)
         q = features.peak_triplets(peaks, cfg, mcfg.query_fanout)
         narrow = mcfg.narrowed()
         with self._lock.read():
             names = self.by_number
-            matches = self._search(q, near, narrow, len(y), names)
+            matches = self._search(q, near, counts, narrow, len(y), names)
             # Only a convincing plain copy ends the search: a weak one may be a
             # chance alignment hiding the true, transformed source.
             plain_copy = (bool(matches) and matches[0].kind == "duplicate"
@@ -402,7 +403,7 @@ class Engine:
                 best = {m.track_id: m for m in matches}
                 if mcfg.wide_query_fanout != mcfg.query_fanout:
                     q = features.peak_triplets(peaks, cfg, mcfg.wide_query_fanout)
-                for m in self._search(q, near, mcfg, len(y), names):
+                for m in self._search(q, near, counts, mcfg, len(y), names):
                     if m.track_id not in best or m.score > best[m.track_id].score:
                         best[m.track_id] = m
                 matches = sorted(best.values(), key=lambda m: -m.score)
@@ -428,8 +429,8 @@ class Engine:
                                    ref_end=ref0 + m.speed * q1,
                                    kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
-    def _search(self, q: features.Triplets, near: np.ndarray, mcfg: MatchConfig, n_samples: int,
-                names) -> list[Match]:
+    def _search(self, q: features.Triplets, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig,
+                n_samples: int, names) -> list[Match]:
         """One lookup, alignment and verification pass; every verified
         candidate, best first.  Call under the read lock."""
         cfg = self.config
@@ -441,7 +442,7 @@ class Engine:
         out = []
         for c in cands:
             if c.track in names and c.score >= mcfg.min_hit_score:
-                z, *_ = matching.verify(near, self.anchors.get(c.track), c, cfg, mcfg)
+                z, *_ = matching.verify(near, self.anchors.get(c.track), c, cfg, mcfg, counts)
                 out.append(self._to_match(c, z, names[c.track], duration))
         out.sort(key=lambda m: -m.score)
         return out

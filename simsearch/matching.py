@@ -273,24 +273,37 @@ class ReferenceAnchors:
         return sum(a.nbytes for a in self._dt.values()) + sum(a.nbytes for a in self._f.values())
 
 
+def near_counts(near: np.ndarray) -> np.ndarray:
+    """int32 [rows + 1, bins]: how many of `near`'s rows before each row are
+    set, bin by bin (a cumulative count), so that any stretch's rate of
+    maxima in a bin is two lookups.  Once per query, for every candidate."""
+    counts = np.zeros((near.shape[0] + 1, near.shape[1]), np.int32)
+    np.cumsum(near, axis=0, dtype=np.int32, out=counts[1:])
+    return counts
+
+
 def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidate,
-           cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[float, int, int, float]:
+           cfg: FeatureConfig, mcfg: MatchConfig, counts: np.ndarray | None = None
+           ) -> tuple[float, int, int, float]:
     """Check a candidate against its reference's own peaks.
 
     near : bool [2 * query frames, bins], the query's cells near a local
     maximum, a row every half frame (features.near_grid); anchors : the
-    reference's peaks (frames, bins).
+    reference's peaks (frames, bins); counts : near_counts(near), when
+    already made.
     The window is the candidate's matched query range widened by
     `verify_margin_s` either side, and at least `verify_min_window_s` long
     (within the query): a chance alignment's few hits are query peaks by
     construction and must not make the count by themselves.  Each anchor
     whose image along the candidate's line (speed, offset) and pitch falls in
     the window is looked up in `near`.  By chance, an image in bin b is found
-    at the rate p_b at which `near` is set in bin b over the window: the
-    query's own density, frequency by frequency.
+    at the rate p at which `near` is set in bin b: the query's own density,
+    frequency by frequency, over the window, or over +-`verify_local_s`
+    around the image where the query is denser there (a loud or busy
+    passage offers more coincidences than the window's mean says).
 
-    Returns (z, found, looked up, mean p_b), z = (found - sum p_b) /
-    sqrt(sum p_b (1 - p_b)): how far the count lies above chance.
+    Returns (z, found, looked up, mean p), z = (found - sum p) /
+    sqrt(sum p (1 - p)): how far the count lies above chance.
     """
     fs = cfg.frame_seconds / 2  # near has a row every half frame
     tr, fr = anchors
@@ -307,8 +320,13 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
     tq, fq = tq[sel], fq[sel]
     if len(tq) == 0:
         return 0.0, 0, 0, 0.0
+    if counts is None:
+        counts = near_counts(near)
     k = int(near[tq, fq].sum())
-    p = near[lo: hi + 1].mean(axis=0)[fq]
+    window = (counts[hi + 1] - counts[lo])[fq] / (hi + 1 - lo)
+    w = int(round(mcfg.verify_local_s / fs))
+    a, b = np.maximum(tq - w, 0), np.minimum(tq + w + 1, n_frames)
+    p = np.maximum(window, (counts[b, fq] - counts[a, fq]) / (b - a))
     z = (k - float(p.sum())) / np.sqrt(max(float(np.sum(p * (1.0 - p))), 1e-6))
     return float(z), k, len(tq), float(p.mean())
 

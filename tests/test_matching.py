@@ -222,6 +222,38 @@ def test_verify_counts_over_at_least_the_minimum_window():
     assert n_wide == pytest.approx((6 + 2 * MCFG.verify_margin_s) / FS / 4, abs=1)
     assert matching.verify(near, (np.zeros(0), np.zeros(0)), wide, CFG, MCFG)[:3] == (0.0, 0, 0)
 
+def test_verify_takes_chance_where_the_query_is_densest():
+    """A chance alignment whose images fall in a busy stretch of the query
+    finds its peaks at that stretch's rate, not the window's mean: no
+    significance.  The same images in a query of uniform density are found
+    as often as the window's rate says."""
+    rng = np.random.default_rng(11)
+    rows, n_bins = int(2 * 10 / FS), CFG.n_bins
+    near = rng.random((rows, n_bins)) < 0.05
+    busy = slice(rows // 2, rows)
+    near[busy] = rng.random((rows - rows // 2, n_bins)) < 0.4  # the second half is busy
+    # Reference peaks that the line maps into the busy half only.
+    tr = np.sort(rng.uniform(20 / FS + 6.0 / FS, 20 / FS + 9.5 / FS, 200))
+    fr = rng.integers(20, 120, 200).astype(float)
+    c = _candidate(1.0, 20.0, 0.0, q0=1.0, q1=9.0)
+    z, k, n, p = matching.verify(near, (tr, fr), c, CFG, MCFG)
+    assert n == 200 and k == pytest.approx(0.4 * n, abs=4 * np.sqrt(0.24 * n))
+    assert p == pytest.approx(0.4, abs=0.05) and abs(z) < 4
+    # What the window's mean rate alone would have made of the same count.
+    mean = near[int(2 * 0.0 / FS):].mean(axis=0)[fr.astype(int)]
+    assert (k - mean.sum()) / np.sqrt(np.sum(mean * (1 - mean))) > 6
+    # Precomputed counts give the same answer.
+    assert matching.verify(near, (tr, fr), c, CFG, MCFG, matching.near_counts(near)) == (z, k, n, p)
+
+
+def test_near_counts_is_a_cumulative_count_per_bin():
+    rng = np.random.default_rng(3)
+    near = rng.random((50, 7)) < 0.3
+    counts = matching.near_counts(near)
+    for a, b in [(0, 50), (10, 11), (13, 40)]:
+        np.testing.assert_array_equal(counts[b] - counts[a], near[a:b].sum(axis=0))
+
+
 def _constellation(rng, ref_frames: float, per_frame: float = 0.4):
     """Reference peaks (anchors, frames and bins) at about `per_frame` per frame."""
     n = int(ref_frames * per_frame)
