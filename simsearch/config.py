@@ -213,7 +213,7 @@ class MatchConfig:
     # (chosen on the benchmark: the smallest half step at which no excerpt of
     # a track outside the catalog is matched; benchmarks/results/core.md,
     # "Threshold sweep").
-    min_score: float = 5.0
+    min_score: float = 4.5
     # A plain copy of the whole query scoring this much ends the search after
     # the unit-speed pass (the wide pass is skipped).
     early_exit_score: float = 10.0

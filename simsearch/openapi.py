@@ -118,7 +118,7 @@ def openapi_document(version: str) -> dict:
                                                      "ref_start", "ref_end", "speed", "pitch_semitones", "kind"],
                       "properties": {
                           "track_id": {"type": "string"},
-                          "score": {"type": "number", "description": "verification z-score: how many standard deviations the catalog track's own peaks found along the alignment lie above the query's chance rate; compare with min_score (default 5)"},
+                          "score": {"type": "number", "description": "verification z-score: how many standard deviations the catalog track's own peaks found along the alignment lie above the query's chance rate; compare with min_score (default 4.5)"},
                           "query_start": {"type": "number", "description": "seconds"},
                           "query_end": {"type": "number"},
                           "ref_start": {"type": "number", "description": "seconds in the catalog track"},
