@@ -507,6 +507,28 @@ def test_unreadable_segment_is_reported_with_a_recovery_command(index_copy):
     assert "simsearch build" in str(exc.value)
 
 
+def test_segment_whose_track_records_disagree_with_its_triplets_is_refused(index_copy):
+    seg = store.list_segments(_gen(index_copy))[0]
+    with h5py.File(seg, "r+") as h:
+        h["tracks/count"][0] += 1
+    _rename_to_checksum(seg)
+    with pytest.raises(IndexCorrupt, match="triplets"):
+        Engine(index_copy)
+
+
+def test_a_segment_s_triplet_arrays_are_read_as_asked(catalog_dir):
+    seg = store.list_segments(_gen(catalog_dir))[0]
+    cfg = store.read_generation_config(_gen(catalog_dir))
+    whole = store.read_segment(seg, cfg)
+    records = store.read_segment(seg, cfg, triplets=())
+    codes = store.read_segment(seg, cfg, triplets=("codes",))
+    assert records.track_id == whole.track_id and np.array_equal(records.count, whole.count)
+    assert records.codes is None and records.t1 is None and codes.t1 is None and codes.span is None
+    np.testing.assert_array_equal(codes.codes, whole.codes)
+    with pytest.raises(ValueError, match="t2"):
+        store.read_segment(seg, cfg, triplets=("codes", "t2"))
+
+
 def test_missing_index_and_missing_generation(tmp_path, index_copy):
     with pytest.raises(IndexNotFound, match="simsearch build"):
         Engine(tmp_path / "nothing here")
