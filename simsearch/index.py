@@ -36,6 +36,7 @@ anchor frequency and span, so no second lookup table is needed.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import os
@@ -304,7 +305,12 @@ class TableBuilder:
         if lay.entries:
             size = len(head) + lay.entries * (lay.code_size + 8)
             self._file = _MemoryFile(size)
-            self._map = mmap.mmap(self._file.fd, size)
+            try:
+                self._map = mmap.mmap(self._file.fd, size)
+            except OSError as exc:  # out of address space: say so as numpy would
+                if exc.errno != errno.ENOMEM:
+                    raise
+                raise MemoryError(f"cannot map the table's {size:,} bytes") from exc
             self._image = np.frombuffer(self._map, np.uint8)
             self._image[: len(head)] = np.frombuffer(head, np.uint8)
 

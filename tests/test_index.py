@@ -3,6 +3,8 @@ FAISS's own writer, additions, compaction, and the hit-id layout."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import faiss
@@ -396,3 +398,21 @@ def test_lookups_in_other_threads_run_faiss_on_that_thread_alone():
     thread.start()
     thread.join()
     assert seen == [1]
+
+
+def test_a_table_too_large_for_the_address_space_is_a_memory_error():
+    """As any allocation that fails (the scale benchmark bounds its processes'
+    address space): here the image's 27 MB, with 16 MB to spare."""
+    script = ("import resource, numpy as np\n"
+              "from simsearch.index import TableBuilder\n"
+              "codes, ids = np.arange(3 << 20, dtype=np.uint64), np.arange(3 << 20)\n"
+              "builder = TableBuilder(1 << 24, len(codes))\n"
+              "builder.count(codes)\n"
+              "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), resource.RLIM_INFINITY))\n"
+              "try:\n"
+              "    builder.fill(codes, ids)\n"
+              "except MemoryError as exc:\n"
+              "    print('MemoryError:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("MemoryError: cannot map the table's"), out.stdout + out.stderr
