@@ -269,9 +269,10 @@ class TableBuilder:
             raise ValueError("entries must be non-negative")
         self.cardinality, self.bits = cardinality, _code_bits(cardinality)
         self.layout = table_layout(int(entries), self.bits, int(list_target))
-        self.sizes = np.zeros(self.layout.nlist, np.int64)
+        self._sizes = np.zeros(self.layout.nlist, np.int64)
         self._counted = 0
         self._filled: np.ndarray | None = None  # entries written to each list, once counting is done
+        self._closed = False
         self._file: _MemoryFile | None = None
         self._map: mmap.mmap | None = None
         self._image: np.ndarray | None = None  # the writable map while filling
@@ -287,19 +288,20 @@ class TableBuilder:
 
     def count(self, codes: np.ndarray) -> None:
         """First pass: the codes (uint64) of the next part."""
+        self._check_open()
         if self._filled is not None:
             raise RuntimeError("count() after fill()")
         codes = np.asarray(codes, np.uint64)
-        self.sizes += np.bincount(self._lists(codes), minlength=self.layout.nlist)
+        self._sizes += np.bincount(self._lists(codes), minlength=self.layout.nlist)
         self._counted += len(codes)
 
     def _open(self) -> None:
         lay = self.layout
         if self._counted != lay.entries:
             raise ValueError(f"{self._counted} codes counted for a table of {lay.entries}")
-        head, self._sizes_at = _ivf_header(8 * lay.code_size, lay.nlist, self.sizes)
+        head, self._sizes_at = _ivf_header(8 * lay.code_size, lay.nlist, self._sizes)
         self._data_at = len(head)
-        block = self.sizes * (lay.code_size + 8)
+        block = self._sizes * (lay.code_size + 8)
         self._start = self._data_at + np.cumsum(block) - block
         self._filled = np.zeros(lay.nlist, np.int64)
         if lay.entries:
@@ -318,26 +320,28 @@ class TableBuilder:
         """Second pass: the codes (uint64) and hit ids (int64) of the next part."""
         if len(codes) != len(ids):
             raise ValueError("codes and ids differ in length")
+        self._check_open()
         if self._filled is None:
             self._open()
         if len(codes) == 0:
             return
         lay = self.layout
         done = K.scatter_entries(np.ascontiguousarray(codes, np.uint64), np.ascontiguousarray(ids, np.int64),
-                                 lay.k, lay.code_size, self._start, self.sizes, self._filled, self._image)
+                                 lay.k, lay.code_size, self._start, self._sizes, self._filled, self._image)
         if done != len(codes):
             raise ValueError("more codes filled than counted in a list: the parts changed between the passes")
 
     def table(self) -> "_ListTable | None":
         """The table (its image now mapped read-only by FAISS); None when it holds nothing."""
+        self._check_open()
         if self._filled is None:
             self._open()
-        if not np.array_equal(self._filled, self.sizes):
+        if not np.array_equal(self._filled, self._sizes):
             raise ValueError(f"{int(self._filled.sum())} entries filled of the {self.layout.entries} counted")
         table = None
         if self.layout.entries:
             self._unmap()
-            table = _ListTable(self.layout, self._file.path, self._sizes_at, self._data_at, self.sizes)
+            table = _ListTable(self.layout, self._file.path, self._sizes_at, self._data_at, self._sizes)
         self.close()
         return table
 
@@ -351,10 +355,17 @@ class TableBuilder:
             self._map.close()
             self._map = None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the table builder is closed")
+
     def close(self) -> None:
+        """Free the image (unless FAISS maps it) and the per-list arrays."""
         self._unmap()
         if self._file is not None:
             self._file.close()
+        self._sizes = self._start = self._filled = None  # before the caller hands freed memory back
+        self._closed = True
 
 
 class _ListTable:

@@ -219,6 +219,10 @@ def test_the_builder_refuses_parts_that_change_between_its_passes():
     with pytest.raises(RuntimeError, match="count"), builder(codes) as b:
         b.fill(codes[:10], ids[:10])
         b.count(codes[:10])
+    with pytest.raises(RuntimeError, match="closed"), builder(codes) as b:
+        b.fill(codes, ids)
+        b.index()
+        b.fill(codes, ids)
     with pytest.raises(ValueError, match="list_target"):
         TableBuilder(CARD, 10, list_target=0)
 
