@@ -42,6 +42,7 @@ import mmap
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -77,6 +78,9 @@ HASH_BYTES_PER_ENTRY = 19
 # OnDiskInvertedLists keeps {size, capacity, offset} per list.
 LIST_HEADER_BYTES = 24
 PAGE_BYTES = 4096
+# Entries a table gives back at a time when it is compacted (~100 bytes each
+# while they are decoded).
+PART_ENTRIES = 1 << 20
 
 
 def pack_ids(track: np.ndarray, t1: np.ndarray, f1: np.ndarray, span: np.ndarray) -> np.ndarray:
@@ -412,21 +416,28 @@ class _ListTable:
         lists, _ = self._split(codes)
         return np.where(codes >> np.uint64(self.bits) != 0, 0, self.sizes[lists]).astype(np.int64)
 
-    def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every (code, id), list by list, each list in insertion order."""
+    def entry_parts(self, part_entries: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (code, id), list by list, each list in insertion order: in
+        parts of whole lists, of about `part_entries` (or one list)."""
         img = self._mapped()
         cs = self.code_size
         sizes = _image_sizes(img, self.nlist, self._sizes_at, self._data_at)
-        code_at, id_at = _entry_offsets(sizes, cs, self._data_at)
-        high = np.zeros((self.ntotal, 8), np.uint8)
-        for b in range(cs):
-            high[:, b] = img[code_at + b]
-        id_bytes = np.empty((self.ntotal, 8), np.uint8)
-        for b in range(8):
-            id_bytes[:, b] = img[id_at + b]
-        lists = np.repeat(np.arange(self.nlist, dtype=np.uint64), sizes)
-        codes = (high.view("<u8").ravel() << np.uint64(self.k)) | lists
-        return codes, id_bytes.view("<i8").ravel()
+        before = np.cumsum(sizes) - sizes  # entries of the lists before each
+        first = 0
+        while first < self.nlist:
+            last = max(int(np.searchsorted(before, before[first] + part_entries, side="right")), first + 1)
+            part = sizes[first:last]
+            n = int(part.sum())
+            code_at, id_at = _entry_offsets(part, cs, self._data_at + int(before[first]) * (cs + 8))
+            high = np.zeros((n, 8), np.uint8)
+            for b in range(cs):
+                high[:, b] = img[code_at + b]
+            id_bytes = np.empty((n, 8), np.uint8)
+            for b in range(8):
+                id_bytes[:, b] = img[id_at + b]
+            lists = np.repeat(np.arange(first, last, dtype=np.uint64), part)
+            yield (high.view("<u8").ravel() << np.uint64(self.k)) | lists, id_bytes.view("<i8").ravel()
+            first = last
 
     def memory_bytes(self) -> int:
         own = 0 if self.sizes.base is not None else self.sizes.nbytes
@@ -547,14 +558,26 @@ class HashIndex:
     def compacted(self, removed: np.ndarray | None = None) -> "HashIndex":
         """A new index holding everything in one table, less the entries of
         the tracks that `removed` marks (bool [track numbers]; beyond its end:
-        kept).  Lookups give the same hits in the same order."""
-        parts = [self._table.entries()] if self._table else []
-        parts += self._added_parts
-        if not parts:
-            return HashIndex(self.cardinality, list_target=self.list_target)
-        codes = np.concatenate([c for c, _ in parts])
-        ids = np.concatenate([i for _, i in parts])
-        return HashIndex(self.cardinality, *without_tracks(codes, ids, removed), list_target=self.list_target)
+        kept).  Lookups give the same hits in the same order.
+
+        Built beside this one from its entries in parts (TableBuilder), the
+        table's list by list, then the added ones: three passes over them
+        (the entries kept, then counted, then filled), so that it takes the
+        new table and one part's arrays besides this index."""
+        def parts():
+            if self._table:
+                yield from self._table.entry_parts(PART_ENTRIES)
+            yield from self._added_parts
+
+        def kept():
+            return (without_tracks(codes, ids, removed) for codes, ids in parts())
+
+        with TableBuilder(self.cardinality, sum(len(c) for c, _ in kept()), self.list_target) as builder:
+            for codes, _ in kept():
+                builder.count(codes)
+            for codes, ids in kept():
+                builder.fill(codes, ids)
+            return builder.index()
 
     def memory_bytes(self) -> int:
         """Resident size: the table's lists and mapped file; the added entries'

@@ -14,8 +14,8 @@ import pytest
 from audio_tools import load_clip, resample
 from simsearch import features, index as index_module, store
 from simsearch.config import FeatureConfig, MatchConfig
-from simsearch.index import (MAX_HALF_FRAMES, MAX_TRACKS, TRACK_SHIFT, HashIndex, TableBuilder, pack_ids,
-                             unpack_ids)
+from simsearch.index import (MAX_HALF_FRAMES, MAX_TRACKS, TRACK_SHIFT, HashIndex, TableBuilder, marked,
+                             pack_ids, unpack_ids)
 
 CARD = FeatureConfig().hash_cardinality
 BITS = HashIndex(CARD).bits
@@ -334,7 +334,14 @@ def test_an_empty_index_takes_additions():
     _assert_same(compact.lookup(pool), _oracle(codes, ids, pool))
 
 
-def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks():
+@pytest.fixture(params=[index_module.PART_ENTRIES, 1000, 1], ids=["parts", "small-parts", "list-by-list"])
+def part_entries(request, monkeypatch):
+    """Compaction reads the table back in parts of whole lists: of the default
+    size, of ~1000 entries, one list at a time."""
+    monkeypatch.setattr(index_module, "PART_ENTRIES", request.param)
+
+
+def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks(part_entries):
     rng = np.random.default_rng(4)
     pool = rng.integers(0, CARD, 2000, dtype=np.uint64)
     codes = pool[rng.integers(0, 2000, 40_000)]
@@ -353,6 +360,12 @@ def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks():
     assert smaller.ntotal == kept.sum()
     _assert_same(smaller.lookup(probes), _oracle(codes[kept], ids[kept], probes))
     assert not np.isin(smaller.lookup(probes)[1] >> TRACK_SHIFT, [3, 17, 39]).any()
+    # Most tracks gone: fewer lists than before, each gathering several of the old ones.
+    removed[:38] = True
+    kept = ~marked(track, removed)
+    fewer = index.compacted(removed)
+    assert fewer.parameters()["nlist"] < index.parameters()["nlist"]
+    _assert_same(fewer.lookup(probes), _oracle(codes[kept], ids[kept], probes))
 
 
 def test_compaction_is_due_when_additions_pass_a_share_of_the_table(monkeypatch):
