@@ -19,7 +19,8 @@ Nothing runs that could exhaust the machine: before opening a rung, its load
 and query memory are predicted from the rungs below (and from the resources
 free now); a rung over the budget is recorded as not measured, with the
 reason and the estimate.  The measuring process also runs under an address
-space bound (RLIMIT_DATA), so a wrong prediction ends in a MemoryError that
+space bound (RLIMIT_AS: the serving table is a shared mapping, which
+RLIMIT_DATA does not count), so a wrong prediction ends in a MemoryError that
 is reported, not in the kernel's OOM killer.  Distractor segments are kept
 in a pool (WORK/scale/pool-KEY) and shared by the rungs (hard links), so a
 larger rung writes only what the smaller ones lack, and a second run reuses
@@ -49,7 +50,7 @@ from simsearch.errors import SimsearchError
 from simsearch.index import table_layout
 
 from . import core, corpus, distractors as D
-from .lookups import rss_bytes, rss_split
+from .lookups import rss_bytes, rss_split, start_libraries
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNGS_H = {"full": (10, 100, 300, 1_000, 3_000, 10_000), "quick": (10, 100)}
@@ -60,9 +61,10 @@ OUT_EXCERPTS = {"full": 2, "quick": 1}  # excerpts per out-of-catalog track and 
 SEED = 4
 SEGMENT_ROUNDS = 10  # a pool segment: 10 relabelled copies of every catalog track (~35 h, ~4 M triplets)
 GiB = 1 << 30
-# Memory: what one measuring process may take at most (RLIMIT_DATA above its
-# start-up size), and what it must leave to the rest of the machine.
-MEMORY_BUDGET = {"full": 12 * GiB, "quick": 4 * GiB}
+# Memory: what one measuring process may take at most (RLIMIT_AS above its
+# start-up size), and what it must leave to the rest of the machine.  16 GiB:
+# 10,000 h's serving index (~12 GB, 11.2 GiB) and its queries, on a 24 GB machine.
+MEMORY_BUDGET = {"full": 16 * GiB, "quick": 4 * GiB}
 MEMORY_RESERVE = 4 * GiB
 DISK_RESERVE = 15 * GiB
 # Seconds of query time per rung (a random prefix of the plan is measured
@@ -300,9 +302,17 @@ def rung_counts(index_dir: Path) -> np.ndarray:
     cfg = store.read_generation_config(gen)
     counts = np.zeros(cfg.hash_cardinality, np.int64)
     for p in store.list_segments(gen):
-        counts += np.bincount(store.read_segment(p, cfg, verify=False).codes.astype(np.int64),
+        counts += np.bincount(store.read_segment(p, cfg, verify=False, triplets=("codes",)).codes.astype(np.int64),
                               minlength=cfg.hash_cardinality)
     return counts
+
+
+def largest_segment(index_dir: Path) -> int:
+    """Triplets of the rung's largest segment (from the track records alone):
+    the engine reads one segment's triplets at a time while it opens the rung."""
+    gen = store.current_generation(index_dir)
+    return max((int(store.read_segment(p, None, verify=False, triplets=()).count.sum())
+                for p in store.list_segments(gen)), default=0)
 
 
 # -- the real queries ---------------------------------------------------------------------
@@ -427,11 +437,14 @@ def _measure(index_dir: str, queries_path: str, counts_path: str | None, budget:
     from simsearch.engine import Engine, release_free_memory
 
     faiss.omp_set_num_threads(1)
+    start_libraries()
     samples, offsets, meta = load_queries(Path(queries_path))
     counts = np.load(counts_path) if counts_path else None
-    # Bound this process's private memory: a wrong prediction ends in a MemoryError.
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (rss_bytes("VmData") + budget, hard))
+    # Bound this process's memory: a wrong prediction ends in a MemoryError.
+    # The address space, as the table FAISS maps is shared memory, which
+    # RLIMIT_DATA leaves out; it grows as the resident memory does here.
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (rss_bytes("VmSize") + budget, hard))
     gc.collect()
     before = rss_split()
     _reset_peak()
@@ -580,17 +593,29 @@ def growth_exponent(rows: list[dict], value) -> float:
     return float(np.clip(np.log(v2 / v1) / np.log(h2 / h1), 0.0, 1.5)) if h2 > h1 else 1.0
 
 
-def predict(rows: list[dict], hours: float, entries: int) -> dict:
-    """A rung's load peak and time (bytes and seconds per entry of the
-    largest rung opened below; 100 bytes and 1 us when none), and its
-    queries' largest peak memory and total time (the largest rung's, grown
-    by `growth_exponent`)."""
+def predict(rows: list[dict], hours: float, entries: int, table_bytes: int, segment_triplets: int) -> dict:
+    """A rung's serving index, load peak and load time, and its queries'
+    largest peak memory and total time.
+
+    Serving: its FAISS table (`table_bytes`, from its layout) and the
+    engine's other bytes per entry (anchors, track records) as measured at
+    the largest rung opened below.  Load peak: that, and the load's own
+    transient (its peak less its serving index) at that rung, scaled by the
+    largest segment's triplets (`segment_triplets`) against that rung's: the
+    engine reads one segment at a time.  Load time: seconds per entry at that
+    rung.  With no rung opened: 100 bytes (10 serving) and 1 us an entry.
+    Queries: the largest rung queried's, grown by `growth_exponent`."""
     opened = [r for r in rows if "load" in r]
     last = opened[-1] if opened else None
-    per_entry = last["load"]["peak_growth_bytes"] / last["entries"] if last else 100.0
-    sec_entry = last["load"]["seconds"] / last["entries"] if last else 1e-6
-    out = {"load_peak_bytes": int(per_entry * entries), "load_seconds": round(sec_entry * entries, 1),
-           "serving_bytes": int((last["load"]["rss_growth_bytes"] / last["entries"] if last else 10.0) * entries)}
+    if last:
+        load = last["load"]
+        serving = table_bytes + (load["rss_growth_bytes"] - last["faiss"]["memory_bytes"]) / last["entries"] * entries
+        transient = max(load["peak_growth_bytes"] - load["rss_growth_bytes"], 0)
+        peak = serving + transient * segment_triplets / max(last.get("largest_segment_triplets", 0), 1)
+        sec_entry = load["seconds"] / last["entries"]
+    else:
+        serving, peak, sec_entry = 10.0 * entries, 100.0 * entries, 1e-6
+    out = {"load_peak_bytes": int(peak), "load_seconds": round(sec_entry * entries, 1), "serving_bytes": int(serving)}
     queried = [r for r in opened if r.get("summary", {}).get("queries", {}).get("measured")]
     if queried:
         q = queried[-1]
@@ -679,14 +704,16 @@ class Ladder:
         return self._open_and_query(row, self.rungs_dir / name)
 
     def _open_and_query(self, row: dict, index_dir: Path) -> dict:
-        pred = predict(self.rows, row["hours"], row["triplets"])
+        row["largest_segment_triplets"] = largest_segment(index_dir)
+        pred = predict(self.rows, row["hours"], row["triplets"], row["layout"]["memory_bytes"],
+                       row["largest_segment_triplets"])
         budget = self.budget()
         row["prediction"], row["memory_budget_bytes"] = pred, budget
         if pred["load_peak_bytes"] > budget:
             row["not_opened"] = (f"opening it with Engine would peak at ~{pred['load_peak_bytes'] / GiB:.1f} GiB "
-                                 f"(bytes per entry measured at the largest rung opened) for a serving index of "
-                                 f"~{row.get('layout', {}).get('memory_bytes', pred['serving_bytes']) / GiB:.1f} GiB; "
-                                 f"the budget is {budget / GiB:.1f} GiB")
+                                 f"for a serving index of ~{pred['serving_bytes'] / GiB:.1f} GiB (its table's layout, "
+                                 f"the other bytes per entry and the load's transient as measured at the largest "
+                                 f"rung opened); the budget is {budget / GiB:.1f} GiB")
             return row
         seconds = min(QUERY_SECONDS[self.mode], self.remaining() - 2 * pred["load_seconds"] - 30)
         why_not = None

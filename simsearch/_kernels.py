@@ -1,8 +1,8 @@
 """numba kernels of the hot path.
 
 Private: no validation, no I/O, no allocation beyond their outputs.  The public
-functions in `features` and `matching` check arguments and call these.  Each
-kernel has a plain numpy reference in `tests/reference.py`, and the tests
+functions in `features`, `matching` and `index` check arguments and call these.
+Each kernel has a plain numpy reference in `tests/reference.py`, and the tests
 compare them.
 """
 
@@ -278,3 +278,33 @@ def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
                     background[i] += 1
             j += 1
     return hit, background
+
+
+@nb.jit(**_JIT)
+def scatter_entries(codes, ids, k, code_size, start, sizes, filled, image):
+    """Write entries, in order, into the next free slots of their inverted lists.
+
+    An entry's list is its code's low `k` bits; its slot holds the code's
+    remaining high bits (`code_size` bytes) and its id (8 bytes), both
+    little-endian.  List l's slots: its sizes[l] codes from byte start[l] of
+    `image`, then its sizes[l] ids; filled[l] of them are taken (and grows).
+    Stops before the first entry whose list is full.  Returns the entries
+    written.
+    """
+    mask = (np.uint64(1) << np.uint64(k)) - np.uint64(1)
+    for i in range(len(codes)):
+        c = np.uint64(codes[i])
+        lst = np.int64(c & mask)
+        r = filled[lst]
+        if r >= sizes[lst]:
+            return i
+        filled[lst] = r + 1
+        high = c >> np.uint64(k)
+        at = start[lst] + r * code_size
+        for b in range(code_size):
+            image[at + b] = np.uint8((high >> np.uint64(8 * b)) & np.uint64(0xFF))
+        at = start[lst] + sizes[lst] * code_size + r * 8
+        v = np.uint64(ids[i])
+        for b in range(8):
+            image[at + b] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
+    return len(codes)

@@ -29,7 +29,7 @@ from . import features, matching, store
 from .audio import DecodeLimits, Source, decode_audio, read_excerpt
 from .config import FORMAT_VERSION, LIST_TARGET, FeatureConfig, MatchConfig
 from .errors import AudioUnavailable, BadAudio, DecoderUnavailable, ParameterError, TrackExists, UnknownTrack
-from .index import MAX_TRACKS, HashIndex, pack_ids, without_tracks
+from .index import MAX_TRACKS, TableBuilder, marked, pack_ids
 
 MAX_TRACK_ID_BYTES = 256
 
@@ -222,7 +222,15 @@ class Engine:
 
     # -- loading -------------------------------------------------------------
     def _load(self) -> None:
-        """Everything from disk: the live generation, its segments and removals."""
+        """Everything from disk: the live generation, its segments and removals.
+
+        Streamed, so that opening a large index takes little more memory than
+        serving it: the segments' track records first (which tracks are live:
+        neither removed nor superseded), then each segment's codes to size the
+        table's lists, then each segment again to fill them and take its
+        anchors (index.TableBuilder).  One segment's triplets are in memory at
+        a time.
+        """
         try:
             stamp = self._stamp()  # before: a switch from here on differs from it, and is seen
         except FileNotFoundError:
@@ -234,20 +242,24 @@ class Engine:
         removed = store.read_removed(gen)
         tracks: dict[str, TrackInfo] = {}
         by_number: dict[int, str] = {}
-        anchors = matching.ReferenceAnchors()
-        codes, ids = [], []
-        for seg in segments:
-            batch = store.read_segment(seg, cfg, verify=self._verify)
-            c, i = self._absorb(batch, removed, tracks, by_number, anchors)
-            codes.append(c)
-            ids.append(i)
-            del batch, c, i
+        records = [store.read_segment(seg, cfg, verify=False, triplets=()) for seg in segments]
+        for batch in records:
+            self._record_tracks(batch, removed, tracks, by_number)
         masked = self._mask(removed, by_number)
-        # Tracks a later segment superseded (it re-added their id) stay out.
-        codes, ids = without_tracks(np.concatenate(codes or [np.zeros(0, np.uint64)]),
-                                    np.concatenate(ids or [np.zeros(0, np.int64)]), masked)
-        index = HashIndex(cfg.hash_cardinality, codes, ids, self.list_target)
-        del codes, ids
+        # Tracks a later segment superseded (it re-added their id) stay out, as removed ones do.
+        kept = [~marked(batch.number, masked) for batch in records]  # per track
+        entries = sum(int(batch.count[k].sum()) for batch, k in zip(records, kept))
+        anchors = matching.ReferenceAnchors()
+        with TableBuilder(cfg.hash_cardinality, entries, self.list_target) as table:
+            for seg, batch, k in zip(segments, records, kept):  # checksums checked on this first full read
+                codes = store.read_segment(seg, cfg, verify=self._verify, triplets=("codes",)).codes
+                table.count(codes if k.all() else codes[np.repeat(k, batch.count)])
+                del codes  # before the next segment's are read
+            for seg, batch, k in zip(segments, records, kept):
+                table.fill(*self._entries(store.read_segment(seg, cfg, verify=False), np.repeat(k, batch.count),
+                                          anchors))
+            index = table.index()
+        del records, kept
         release_free_memory()
         with self._lock.write():
             self.gen_dir, self.config, self.removed = gen, cfg, removed
@@ -259,9 +271,10 @@ class Engine:
             self._current_stamp, self._changes = stamp, changes
 
     @staticmethod
-    def _absorb(batch: store.TrackBatch, removed, tracks, by_number,
-                anchors: matching.ReferenceAnchors) -> tuple[np.ndarray, np.ndarray]:
-        """Record the batch's live tracks and their anchors; their (codes, hit ids)."""
+    def _record_tracks(batch: store.TrackBatch, removed, tracks, by_number,
+                       anchors: matching.ReferenceAnchors | None = None) -> np.ndarray:
+        """Record the batch's tracks not `removed` (a later copy of an id
+        supersedes an earlier one, whose anchors go); which they are."""
         live = ~np.isin(batch.number, np.fromiter(removed, np.int64, len(removed)))
         for k in np.flatnonzero(live):
             info = TrackInfo(batch.track_id[k], int(batch.number[k]), float(batch.duration[k]),
@@ -269,13 +282,28 @@ class Engine:
             old = tracks.get(info.track_id)
             if old is not None:  # a later segment re-adds an id: the newer copy wins
                 by_number.pop(old.number, None)
-                anchors.discard(old.number)
+                if anchors is not None:
+                    anchors.discard(old.number)
             tracks[info.track_id] = info
             by_number[info.number] = info.track_id
-        sel = np.repeat(live, batch.count)
-        nums = batch.triplet_track_numbers()[sel]
-        anchors.add(nums, batch.t1[sel], batch.f1[sel])
-        return batch.codes[sel], pack_ids(nums, batch.t1[sel], batch.f1[sel], batch.span[sel])
+        return live
+
+    @staticmethod
+    def _entries(batch: store.TrackBatch, sel: np.ndarray,
+                 anchors: matching.ReferenceAnchors) -> tuple[np.ndarray, np.ndarray]:
+        """The (codes, hit ids) of the batch's triplets `sel` selects (bool
+        [n_triplets]; whole tracks), whose anchors go to `anchors`."""
+        take = slice(None) if sel.all() else sel  # most segments: every track, and no copies
+        nums, t1, f1 = batch.triplet_track_numbers()[take], batch.t1[take], batch.f1[take]
+        anchors.add(nums, t1, f1)
+        return batch.codes[take], pack_ids(nums, t1, f1, batch.span[take])
+
+    @classmethod
+    def _absorb(cls, batch: store.TrackBatch, removed, tracks, by_number,
+                anchors: matching.ReferenceAnchors) -> tuple[np.ndarray, np.ndarray]:
+        """Record the batch's live tracks and their anchors; their (codes, hit ids)."""
+        live = cls._record_tracks(batch, removed, tracks, by_number, anchors)
+        return cls._entries(batch, np.repeat(live, batch.count), anchors)
 
     @staticmethod
     def _mask(removed: set[int], by_number: dict[int, str]) -> np.ndarray:

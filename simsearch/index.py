@@ -20,6 +20,11 @@ alternatives cost more: `IndexBinaryHash` ~19 bytes per entry and ~140 per
 distinct code (its buckets are std::vectors in a hash map), in-memory
 `ArrayInvertedLists` 160 bytes per list.  See benchmarks/lookups.py.
 
+`TableBuilder` writes that file from entries given in parts (an index's
+segments, one at a time) in two passes: the codes of every part size the
+lists, then each entry goes straight to its list's next free place, so that
+building a table takes little more memory than the table itself.
+
 Codes added later (tracks added while serving) go to a small
 `faiss.IndexBinaryHash` beside the table, and every lookup asks both;
 `compacted()` folds them into a new table, as the engine does once they pass
@@ -31,16 +36,19 @@ anchor frequency and span, so no second lookup table is needed.
 
 from __future__ import annotations
 
+import errno
 import math
+import mmap
 import os
 import struct
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
+from . import _kernels as K
 from .config import LIST_TARGET
 
 # A query's lookups are small; across concurrent queries, one thread each
@@ -70,6 +78,9 @@ HASH_BYTES_PER_ENTRY = 19
 # OnDiskInvertedLists keeps {size, capacity, offset} per list.
 LIST_HEADER_BYTES = 24
 PAGE_BYTES = 4096
+# Entries a table gives back at a time when it is compacted (~100 bytes each
+# while they are decoded).
+PART_ENTRIES = 1 << 20
 
 
 def pack_ids(track: np.ndarray, t1: np.ndarray, f1: np.ndarray, span: np.ndarray) -> np.ndarray:
@@ -154,6 +165,14 @@ class TableLayout:
         return self.nlist * (LIST_HEADER_BYTES + 8) + self.entries * (self.code_size + 8)
 
 
+def _code_bits(cardinality: int) -> int:
+    """Bits of a code below `cardinality`."""
+    bits = max(1, math.ceil(math.log2(cardinality)))
+    if bits > 64:
+        raise ValueError("codes must fit in 64 bits")
+    return bits
+
+
 def table_layout(entries: int, bits: int, list_target: int = LIST_TARGET) -> TableLayout:
     """The layout the table takes for `entries` codes (see TableLayout)."""
     if list_target < 1:
@@ -162,20 +181,14 @@ def table_layout(entries: int, bits: int, list_target: int = LIST_TARGET) -> Tab
     return TableLayout(entries, bits, list_target, k)
 
 
-def _ivf_image(d: int, nlist: int, sizes: np.ndarray, stored: np.ndarray,
-               ids: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """The bytes faiss.write_index_binary writes for an IndexBinaryIVF (flat
+def _ivf_header(d: int, nlist: int, sizes: np.ndarray) -> tuple[bytes, int]:
+    """What faiss.write_index_binary writes for an IndexBinaryIVF (flat
     binary quantizer left empty, no direct map) whose inverted lists hold
-    `sizes[l]` entries each, `stored` [n, d/8] and `ids` [n] in list order.
-
-    Returns the image, the offset of its table of list sizes and the offset
-    of the lists' data.  Laid out here in one pass rather than through an
-    ArrayInvertedLists, which would cost 160 bytes per list and an
-    allocation per list on the way.
-    """
+    `sizes[l]` entries each, before the lists' data; and the offset of its
+    table of list sizes.  The data follow: each non-empty list's stored
+    codes (d/8 bytes each), then its ids (8 bytes each), list after list."""
     code_size = d // 8
-    n = len(ids)
-    head = struct.pack("<4siiqBiQQ", b"IBwF", d, code_size, n, 1, faiss.METRIC_L2, nlist, 1)
+    head = struct.pack("<4siiqBiQQ", b"IBwF", d, code_size, int(sizes.sum()), 1, faiss.METRIC_L2, nlist, 1)
     head += struct.pack("<4siiqBiQ", b"IBxF", d, code_size, 0, 1, faiss.METRIC_L2, 0)  # empty quantizer
     head += struct.pack("<BQ", 0, 0)  # DirectMap::NoMap
     head += struct.pack("<4sQQ", b"ilar", nlist, code_size)
@@ -187,19 +200,11 @@ def _ivf_image(d: int, nlist: int, sizes: np.ndarray, stored: np.ndarray,
     else:
         table = np.stack([nonempty, sizes[nonempty]], axis=1).astype("<u8").ravel()
         head += struct.pack("<4sQ", b"sprs", len(table)) + table.tobytes()
-    image = np.empty(len(head) + int(sizes.sum()) * (code_size + 8), np.uint8)
-    image[: len(head)] = np.frombuffer(head, np.uint8)
-    code_at, id_at = _entry_offsets(sizes, code_size, len(head))
-    for b in range(code_size):
-        image[code_at + b] = stored[:, b]
-    id_bytes = np.ascontiguousarray(ids, "<i8").view(np.uint8).reshape(-1, 8)
-    for b in range(8):
-        image[id_at + b] = id_bytes[:, b]
-    return image, sizes_at, len(head)
+    return head, sizes_at
 
 
 def _entry_offsets(sizes: np.ndarray, code_size: int, data_at: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where each entry's stored code and id start in an _ivf_image: each
+    """Where each entry's stored code and id start in a table's image: each
     non-empty list holds its codes, then its ids."""
     sizes = np.asarray(sizes, np.int64)
     block = sizes * (code_size + 8)
@@ -209,7 +214,7 @@ def _entry_offsets(sizes: np.ndarray, code_size: int, data_at: int) -> tuple[np.
 
 
 def _image_sizes(image: np.ndarray, nlist: int, sizes_at: int, data_at: int) -> np.ndarray:
-    """The list sizes an _ivf_image holds (either form)."""
+    """The list sizes a table's image holds (either form)."""
     table = image[sizes_at + 12: data_at].view("<u8").astype(np.int64)
     if bytes(image[sizes_at: sizes_at + 4]) == b"full":
         return table
@@ -218,50 +223,166 @@ def _image_sizes(image: np.ndarray, nlist: int, sizes_at: int, data_at: int) -> 
     return sizes
 
 
-@contextmanager
-def _memory_file():
-    """(writable file, its path) of a file that lives in memory: a memfd on
-    Linux, whose pages stay for as long as someone maps them; elsewhere a
-    temporary file, unlinked on exit."""
-    try:
-        fd = os.memfd_create("simsearch-index", os.MFD_CLOEXEC)
-        path = f"/proc/self/fd/{fd}"
-        if not os.path.exists(path):
-            os.close(fd)
-            raise OSError("no /proc/self/fd")
-    except (AttributeError, OSError):  # not Linux, or memfd refused
-        fd, path = tempfile.mkstemp(prefix="simsearch-index-")
-    try:
-        with open(fd, "wb", closefd=False) as fh:
-            yield fh, path
-    finally:
-        os.close(fd)
-        if not path.startswith("/proc/"):
-            os.unlink(path)
+class _MemoryFile:
+    """A file of `size` bytes (zeros) that lives in memory: a memfd on Linux,
+    whose pages stay for as long as someone maps them; elsewhere a temporary
+    file, unlinked on close.  `path` opens it (for FAISS)."""
+
+    def __init__(self, size: int):
+        try:
+            fd = os.memfd_create("simsearch-index", os.MFD_CLOEXEC)
+            path = f"/proc/self/fd/{fd}"
+            if not os.path.exists(path):
+                os.close(fd)
+                raise OSError("no /proc/self/fd")
+        except (AttributeError, OSError):  # not Linux, or memfd refused
+            fd, path = tempfile.mkstemp(prefix="simsearch-index-")
+        self.fd, self.path = fd, path
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self.fd = -1
+        if not self.path.startswith("/proc/"):
+            os.unlink(self.path)
+
+
+class TableBuilder:
+    """Builds the table of `entries` codes from parts given in insertion
+    order, in two passes: `count(codes)` of every part, then `fill(codes,
+    ids)` of the same parts in the same order; then `index()`.
+
+    Counting sizes each inverted list, so the table's image (FAISS's
+    serialised form, as `_ivf_header` describes it) is laid out once, in a
+    memory file of its exact size, and each entry is written straight into
+    its list's next free slot.  Besides the image, it holds three int64 per
+    list: a catalog read part by part (segment by segment) is never in memory
+    whole.  A context manager: leaving it frees what was not made an index.
+    """
+
+    def __init__(self, cardinality: int, entries: int, list_target: int = LIST_TARGET):
+        if not isinstance(list_target, (int, np.integer)) or isinstance(list_target, bool) or list_target < 1:
+            raise ValueError(f"list_target must be a positive integer, not {list_target!r}")
+        if entries < 0:
+            raise ValueError("entries must be non-negative")
+        self.cardinality, self.bits = cardinality, _code_bits(cardinality)
+        self.layout = table_layout(int(entries), self.bits, int(list_target))
+        self._sizes = np.zeros(self.layout.nlist, np.int64)
+        self._counted = 0
+        self._filled: np.ndarray | None = None  # entries written to each list, once counting is done
+        self._closed = False
+        self._file: _MemoryFile | None = None
+        self._map: mmap.mmap | None = None
+        self._image: np.ndarray | None = None  # the writable map while filling
+
+    def __enter__(self) -> "TableBuilder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _lists(self, codes: np.ndarray) -> np.ndarray:
+        return (codes & np.uint64(self.layout.nlist - 1)).astype(np.int64)
+
+    def count(self, codes: np.ndarray) -> None:
+        """First pass: the codes (uint64) of the next part."""
+        self._check_open()
+        if self._filled is not None:
+            raise RuntimeError("count() after fill()")
+        codes = np.asarray(codes, np.uint64)
+        self._sizes += np.bincount(self._lists(codes), minlength=self.layout.nlist)
+        self._counted += len(codes)
+
+    def _open(self) -> None:
+        lay = self.layout
+        if self._counted != lay.entries:
+            raise ValueError(f"{self._counted} codes counted for a table of {lay.entries}")
+        head, self._sizes_at = _ivf_header(8 * lay.code_size, lay.nlist, self._sizes)
+        self._data_at = len(head)
+        block = self._sizes * (lay.code_size + 8)
+        self._start = self._data_at + np.cumsum(block) - block
+        self._filled = np.zeros(lay.nlist, np.int64)
+        if lay.entries:
+            size = len(head) + lay.entries * (lay.code_size + 8)
+            self._file = _MemoryFile(size)
+            try:
+                self._map = mmap.mmap(self._file.fd, size)
+            except OSError as exc:  # out of address space: say so as numpy would
+                if exc.errno != errno.ENOMEM:
+                    raise
+                raise MemoryError(f"cannot map the table's {size:,} bytes") from exc
+            self._image = np.frombuffer(self._map, np.uint8)
+            self._image[: len(head)] = np.frombuffer(head, np.uint8)
+
+    def fill(self, codes: np.ndarray, ids: np.ndarray) -> None:
+        """Second pass: the codes (uint64) and hit ids (int64) of the next part."""
+        if len(codes) != len(ids):
+            raise ValueError("codes and ids differ in length")
+        self._check_open()
+        if self._filled is None:
+            self._open()
+        if len(codes) == 0:
+            return
+        lay = self.layout
+        done = K.scatter_entries(np.ascontiguousarray(codes, np.uint64), np.ascontiguousarray(ids, np.int64),
+                                 lay.k, lay.code_size, self._start, self._sizes, self._filled, self._image)
+        if done != len(codes):
+            raise ValueError("more codes filled than counted in a list: the parts changed between the passes")
+
+    def table(self) -> "_ListTable | None":
+        """The table (its image now mapped read-only by FAISS); None when it holds nothing."""
+        self._check_open()
+        if self._filled is None:
+            self._open()
+        if not np.array_equal(self._filled, self._sizes):
+            raise ValueError(f"{int(self._filled.sum())} entries filled of the {self.layout.entries} counted")
+        table = None
+        if self.layout.entries:
+            self._unmap()
+            table = _ListTable(self.layout, self._file.path, self._sizes_at, self._data_at, self._sizes)
+        self.close()
+        return table
+
+    def index(self) -> "HashIndex":
+        """A HashIndex over the table."""
+        return HashIndex._of_table(self.cardinality, self.layout.list_target, self.table())
+
+    def _unmap(self) -> None:
+        self._image = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the table builder is closed")
+
+    def close(self) -> None:
+        """Free the image (unless FAISS maps it) and the per-list arrays."""
+        self._unmap()
+        if self._file is not None:
+            self._file.close()
+        self._sizes = self._start = self._filled = None  # before the caller hands freed memory back
+        self._closed = True
 
 
 class _ListTable:
     """Exact code -> ids lookup in a FAISS IndexBinaryIVF over mapped, contiguous lists (read-only)."""
 
-    def __init__(self, bits: int, codes: np.ndarray, ids: np.ndarray, list_target: int = LIST_TARGET):
-        codes = np.asarray(codes, np.uint64)
-        ids = np.asarray(ids, np.int64)
-        self.bits, self.ntotal = bits, len(codes)
-        self.layout = table_layout(len(codes), bits, list_target)
-        self.k, self.code_size, self.nlist = self.layout.k, self.layout.code_size, self.layout.nlist
-        lists, stored = self._split(codes)
-        order = np.argsort(lists, kind="stable")  # a list keeps its entries in insertion order
-        sizes = np.bincount(lists, minlength=self.nlist)
-        image, self._sizes_at, self._data_at = _ivf_image(8 * self.code_size, self.nlist, sizes,
-                                                          stored[order], ids[order])
-        del order, lists, stored
-        self.file_bytes = len(image)
-        with _memory_file() as (fh, path):
-            fh.write(memoryview(image))
-            fh.flush()
-            del image
-            self.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
+    def __init__(self, layout: TableLayout, path: str, sizes_at: int, data_at: int, sizes: np.ndarray):
+        """The table whose image (laid out by TableBuilder) is the file at `path`."""
+        self.layout, self.bits, self.ntotal = layout, layout.bits, layout.entries
+        self.k, self.code_size, self.nlist = layout.k, layout.code_size, layout.nlist
+        self._sizes_at, self._data_at = sizes_at, data_at
+        self.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
         self._lists = faiss.downcast_InvertedLists(self.faiss.invlists)
+        self.file_bytes = int(self._lists.totsize)
         # Fault every page in now: the table is resident from the start (and
         # counted as such), and the first queries pay no page faults.
         self._mapped()[::PAGE_BYTES].max(initial=0)
@@ -295,21 +416,28 @@ class _ListTable:
         lists, _ = self._split(codes)
         return np.where(codes >> np.uint64(self.bits) != 0, 0, self.sizes[lists]).astype(np.int64)
 
-    def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every (code, id), list by list, each list in insertion order."""
+    def entry_parts(self, part_entries: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (code, id), list by list, each list in insertion order: in
+        parts of whole lists, of about `part_entries` (or one list)."""
         img = self._mapped()
         cs = self.code_size
         sizes = _image_sizes(img, self.nlist, self._sizes_at, self._data_at)
-        code_at, id_at = _entry_offsets(sizes, cs, self._data_at)
-        high = np.zeros((self.ntotal, 8), np.uint8)
-        for b in range(cs):
-            high[:, b] = img[code_at + b]
-        id_bytes = np.empty((self.ntotal, 8), np.uint8)
-        for b in range(8):
-            id_bytes[:, b] = img[id_at + b]
-        lists = np.repeat(np.arange(self.nlist, dtype=np.uint64), sizes)
-        codes = (high.view("<u8").ravel() << np.uint64(self.k)) | lists
-        return codes, id_bytes.view("<i8").ravel()
+        before = np.cumsum(sizes) - sizes  # entries of the lists before each
+        first = 0
+        while first < self.nlist:
+            last = max(int(np.searchsorted(before, before[first] + part_entries, side="right")), first + 1)
+            part = sizes[first:last]
+            n = int(part.sum())
+            code_at, id_at = _entry_offsets(part, cs, self._data_at + int(before[first]) * (cs + 8))
+            high = np.zeros((n, 8), np.uint8)
+            for b in range(cs):
+                high[:, b] = img[code_at + b]
+            id_bytes = np.empty((n, 8), np.uint8)
+            for b in range(8):
+                id_bytes[:, b] = img[id_at + b]
+            lists = np.repeat(np.arange(first, last, dtype=np.uint64), part)
+            yield (high.view("<u8").ravel() << np.uint64(self.k)) | lists, id_bytes.view("<i8").ravel()
+            first = last
 
     def memory_bytes(self) -> int:
         own = 0 if self.sizes.base is not None else self.sizes.nbytes
@@ -329,17 +457,25 @@ class HashIndex:
 
     def __init__(self, cardinality: int, codes: np.ndarray | None = None, ids: np.ndarray | None = None,
                  list_target: int = LIST_TARGET):
-        if not isinstance(list_target, (int, np.integer)) or list_target < 1:
-            raise ValueError(f"list_target must be a positive integer, not {list_target!r}")
-        self.cardinality, self.list_target = cardinality, int(list_target)
-        self.bits = max(1, math.ceil(math.log2(cardinality)))
-        if self.bits > 64:
-            raise ValueError("codes must fit in 64 bits")
         codes = np.zeros(0, np.uint64) if codes is None else codes
         ids = np.zeros(0, np.int64) if ids is None else ids
         if len(codes) != len(ids):
             raise ValueError("codes and ids differ in length")
-        self._table = _ListTable(self.bits, codes, ids, list_target) if len(codes) else None
+        with TableBuilder(cardinality, len(codes), list_target) as builder:  # one part: all of them
+            builder.count(codes)
+            builder.fill(codes, ids)
+            self._init(cardinality, int(list_target), builder.table())
+
+    @classmethod
+    def _of_table(cls, cardinality: int, list_target: int, table: "_ListTable | None") -> "HashIndex":
+        index = cls.__new__(cls)
+        index._init(cardinality, list_target, table)
+        return index
+
+    def _init(self, cardinality: int, list_target: int, table: "_ListTable | None") -> None:
+        self.cardinality, self.list_target = cardinality, list_target
+        self.bits = _code_bits(cardinality)
+        self._table = table
         self._added: faiss.IndexBinaryHash | None = None
         self._added_parts: list[tuple[np.ndarray, np.ndarray]] = []  # what _added holds, for compacted()
 
@@ -422,14 +558,26 @@ class HashIndex:
     def compacted(self, removed: np.ndarray | None = None) -> "HashIndex":
         """A new index holding everything in one table, less the entries of
         the tracks that `removed` marks (bool [track numbers]; beyond its end:
-        kept).  Lookups give the same hits in the same order."""
-        parts = [self._table.entries()] if self._table else []
-        parts += self._added_parts
-        if not parts:
-            return HashIndex(self.cardinality, list_target=self.list_target)
-        codes = np.concatenate([c for c, _ in parts])
-        ids = np.concatenate([i for _, i in parts])
-        return HashIndex(self.cardinality, *without_tracks(codes, ids, removed), list_target=self.list_target)
+        kept).  Lookups give the same hits in the same order.
+
+        Built beside this one from its entries in parts (TableBuilder), the
+        table's list by list, then the added ones: three passes over them
+        (the entries kept, then counted, then filled), so that it takes the
+        new table and one part's arrays besides this index."""
+        def parts():
+            if self._table:
+                yield from self._table.entry_parts(PART_ENTRIES)
+            yield from self._added_parts
+
+        def kept():
+            return (without_tracks(codes, ids, removed) for codes, ids in parts())
+
+        with TableBuilder(self.cardinality, sum(len(c) for c, _ in kept()), self.list_target) as builder:
+            for codes, _ in kept():
+                builder.count(codes)
+            for codes, ids in kept():
+                builder.fill(codes, ids)
+            return builder.index()
 
     def memory_bytes(self) -> int:
         """Resident size: the table's lists and mapped file; the added entries'

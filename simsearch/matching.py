@@ -238,7 +238,8 @@ class ReferenceAnchors:
             return
         key = ((np.asarray(numbers, np.int64) << 40) | (np.rint(2 * np.asarray(t1)).astype(np.int64) << 8)
                | np.clip(np.rint(f1), 0, self.FILLER - 1).astype(np.int64))
-        key = np.unique(key)
+        key = np.sort(key)  # distinct keys by sorting: np.unique's hash table is ~30x slower here
+        key = key[np.concatenate(([True], key[1:] != key[:-1]))]
         num = key >> 40
         for part in np.split(key, np.flatnonzero(np.diff(num)) + 1):
             t = (part >> 8) & ((1 << 32) - 1)

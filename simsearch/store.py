@@ -47,6 +47,7 @@ class TrackBatch:
     path: list[str]
     meta: list[str]  # JSON objects
     count: np.ndarray  # int64 [n_tracks], triplets of each track
+    # The triplets, tracks in order (None where read_segment was asked not to read them):
     codes: np.ndarray  # uint64 [n_triplets]
     t1: np.ndarray  # float32 [n_triplets], frames
     f1: np.ndarray  # float32 [n_triplets], bins
@@ -139,8 +140,20 @@ def remove_stale_temp_files(gen_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> TrackBatch:
-    """Read a segment, checking its checksum and its configuration against `cfg`."""
+TRIPLET_FIELDS = ("codes", "t1", "f1", "span")
+
+
+def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True,
+                 triplets: tuple[str, ...] = TRIPLET_FIELDS) -> TrackBatch:
+    """Read a segment, checking its checksum and its configuration against `cfg`.
+
+    `triplets`: which of the triplet arrays (TRIPLET_FIELDS) to read; those
+    left out are None in the batch (an engine opening a large index reads
+    the track records first, then each segment's codes, then the rest).
+    """
+    unknown = set(triplets) - set(TRIPLET_FIELDS)
+    if unknown:
+        raise ValueError(f"no triplet arrays {sorted(unknown)} in a segment")
     m = _SEGMENT_RE.match(path.name)
     if m is None:
         raise IndexCorrupt(f"{path}: not a segment file name")
@@ -156,14 +169,20 @@ def read_segment(path: Path, cfg: FeatureConfig | None, verify: bool = True) -> 
                 raise ConfigMismatch(f"{path}: made with another feature configuration ({stored}); "
                                      f"rebuild it or open it with its own configuration")
             g, f = h["tracks"], h["triplets"]
+            arrays = {name: f[name][()] if name in triplets else None for name in TRIPLET_FIELDS}
             batch = TrackBatch(
                 [s.decode() if isinstance(s, bytes) else s for s in g["track_id"][()]],
                 g["number"][()], g["duration"][()],
                 [s.decode() if isinstance(s, bytes) else s for s in g["path"][()]],
                 [s.decode() if isinstance(s, bytes) else s for s in g["meta"][()]],
-                g["count"][()], f["codes"][()], f["t1"][()], f["f1"][()], f["span"][()])
+                g["count"][()], **arrays)
+            lengths = {f[name].shape[0] for name in TRIPLET_FIELDS}
     except (OSError, KeyError) as exc:
         raise IndexCorrupt(f"{path}: unreadable HDF5 ({exc}). {_recovery(path)}") from None
+    # Checked even when the arrays are not read: readers select triplets by track.
+    if lengths != {int(batch.count.sum())}:
+        raise IndexCorrupt(f"{path}: its track records count {int(batch.count.sum())} triplets, its triplet "
+                           f"arrays hold {sorted(lengths)}. {_recovery(path)}")
     return batch
 
 

@@ -194,3 +194,30 @@ def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
     hit = (same_f & (dt <= tol_t)).any(axis=1)
     background = (same_f & (dt > tol_t) & (dt <= half_window)).sum(axis=1).astype(np.int64)
     return hit, background
+
+
+def scatter_entries(codes, ids, k, code_size, start, sizes, filled, image):
+    """Entries, in order, into the next free slots of their lists (a code's
+    low k bits): an entry's rank in its list is the slots already taken plus
+    the entries of that list before it; the entries before the first whose
+    rank reaches its list's size are written, each its code's high bits
+    (code_size bytes) at start + rank * code_size and its id (8 bytes) after
+    the list's codes, little-endian.  Updates `filled` and `image` in place;
+    returns the entries written."""
+    codes = np.asarray(codes, np.uint64)
+    lists = (codes & np.uint64((1 << k) - 1)).astype(np.int64)
+    order = np.argsort(lists, kind="stable")
+    first_of_list = np.searchsorted(lists[order], lists[order], side="left")
+    rank = np.empty(len(codes), np.int64)
+    rank[order] = filled[lists[order]] + np.arange(len(codes)) - first_of_list
+    full = np.flatnonzero(rank >= sizes[lists])
+    n = int(full[0]) if len(full) else len(codes)
+    lists, rank = lists[:n], rank[:n]
+    high = np.ascontiguousarray(codes[:n] >> np.uint64(k), "<u8").view(np.uint8).reshape(-1, 8)
+    id_bytes = np.ascontiguousarray(ids[:n], "<i8").view(np.uint8).reshape(-1, 8)
+    for b in range(code_size):
+        image[start[lists] + rank * code_size + b] = high[:, b]
+    for b in range(8):
+        image[start[lists] + sizes[lists] * code_size + rank * 8 + b] = id_bytes[:, b]
+    filled += np.bincount(lists, minlength=len(filled))
+    return n

@@ -15,7 +15,7 @@ from audio_tools import (CATALOG, OUTSIDE, add_noise, catalog_sources, clip_path
                          sample_in_host, write_audio)
 import simsearch.audio
 import simsearch.index
-from simsearch import store
+from simsearch import matching, store
 from simsearch.build import build
 from simsearch.config import FeatureConfig, MatchConfig
 from simsearch.engine import Engine
@@ -253,6 +253,66 @@ def test_reopened_engine_gives_the_same_answers(index_copy):
     reopened = Engine(index_copy)
     assert _answers(reopened) == live
     assert sorted(reopened.tracks) == sorted(eng.tracks)
+
+
+def _synthetic_batch(rng, cfg, numbers, ids, pool):
+    """Tracks `ids` numbered `numbers`, of a few hundred triplets each whose
+    codes are drawn from `pool` (so that tracks share codes), anchors in time order."""
+    count = rng.integers(0, 400, len(ids))
+    n = int(count.sum())
+    t1 = np.concatenate([np.sort(rng.uniform(0, 3000, c)) for c in count]).astype(np.float32)
+    return store.TrackBatch(list(ids), np.array(numbers, np.int64), rng.uniform(5, 60, len(ids)),
+                            [""] * len(ids), ["{}"] * len(ids), count, pool[rng.integers(0, len(pool), n)],
+                            t1, rng.uniform(0, cfg.n_bins - 1, n).astype(np.float32),
+                            rng.uniform(cfg.min_span, cfg.max_span, n).astype(np.float32))
+
+
+def test_streamed_load_gives_the_lookups_and_anchors_of_an_in_memory_build(tmp_path):
+    """Engine opens an index segment by segment (index.TableBuilder); its
+    table answers every probe as a HashIndex built from all the live
+    entries at once, in segment order: the same hits, in the same order.
+    Superseded copies (an id a later segment re-adds) and removed tracks
+    are left out, from the table and from the anchors."""
+    rng = np.random.default_rng(12)
+    cfg = FeatureConfig()
+    pool = rng.choice(cfg.hash_cardinality, 300, replace=False).astype(np.uint64)
+    gen = tmp_path / "index" / store.new_generation_name()
+    gen.mkdir(parents=True)
+    store.write_generation_config(gen, cfg)
+    batches = [_synthetic_batch(rng, cfg, range(0, 12), [f"a/{i}" for i in range(12)], pool),
+               store.TrackBatch.empty(),
+               _synthetic_batch(rng, cfg, range(12, 20), [f"b/{i}" for i in range(8)], pool),
+               _synthetic_batch(rng, cfg, range(20, 25), ["a/3", "c/0", "a/7", "c/1", "c/2"], pool)]
+    for seq, batch in enumerate(batches, 1):
+        store.write_segment(gen, seq, batch, cfg)
+    store.write_removed(gen, {5, 14, 23})  # a track of each segment with tracks
+    store.switch_generation(tmp_path / "index", gen)
+    live = {3: False, 7: False, 5: False, 14: False, 23: False}  # superseded (3, 7) or removed
+    all_ = store.TrackBatch.concat(batches)
+    keep = np.array([live.get(int(n), True) for n in all_.number])
+    sel = np.repeat(keep, all_.count)
+    numbers = all_.triplet_track_numbers()[sel]
+    ids = simsearch.index.pack_ids(numbers, all_.t1[sel], all_.f1[sel], all_.span[sel])
+    absent = rng.integers(0, cfg.hash_cardinality, 500, dtype=np.uint64)
+    probes = rng.permutation(np.concatenate([pool, absent[~np.isin(absent, pool)]]))
+    for list_target in (16, 1):  # few lists, and about one per code
+        eng = Engine(tmp_path / "index", list_target=list_target)
+        expected = simsearch.index.HashIndex(cfg.hash_cardinality, all_.codes[sel], ids, list_target)
+        assert eng.index.table_size == int(sel.sum()) and eng.index.added_size == 0
+        assert eng.index.parameters()["nlist"] == expected.parameters()["nlist"]
+        got, want = eng.index.lookup(probes), expected.lookup(probes)
+        assert len(want[1]) == int(sel.sum())  # every entry, once: codes shared by ~12 entries each
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert not np.isin(got[1] >> simsearch.index.TRACK_SHIFT, list(live)).any()
+    assert sorted(eng.by_number) == [int(n) for n in all_.number if live.get(int(n), True)]
+    assert eng.get("a/3").number == 20 and eng.get("a/7").number == 22 and "c/1" not in eng.tracks
+    assert len(eng.anchors) == len(eng.by_number)
+    reference = matching.ReferenceAnchors()
+    reference.add(numbers, all_.t1[sel], all_.f1[sel])
+    for n in eng.by_number:
+        for a, b in zip(eng.anchors.get(n), reference.get(n)):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
@@ -505,6 +565,28 @@ def test_unreadable_segment_is_reported_with_a_recovery_command(index_copy):
     with pytest.raises(IndexCorrupt) as exc:
         Engine(index_copy)
     assert "simsearch build" in str(exc.value)
+
+
+def test_segment_whose_track_records_disagree_with_its_triplets_is_refused(index_copy):
+    seg = store.list_segments(_gen(index_copy))[0]
+    with h5py.File(seg, "r+") as h:
+        h["tracks/count"][0] += 1
+    _rename_to_checksum(seg)
+    with pytest.raises(IndexCorrupt, match="triplets"):
+        Engine(index_copy)
+
+
+def test_a_segment_s_triplet_arrays_are_read_as_asked(catalog_dir):
+    seg = store.list_segments(_gen(catalog_dir))[0]
+    cfg = store.read_generation_config(_gen(catalog_dir))
+    whole = store.read_segment(seg, cfg)
+    records = store.read_segment(seg, cfg, triplets=())
+    codes = store.read_segment(seg, cfg, triplets=("codes",))
+    assert records.track_id == whole.track_id and np.array_equal(records.count, whole.count)
+    assert records.codes is None and records.t1 is None and codes.t1 is None and codes.span is None
+    np.testing.assert_array_equal(codes.codes, whole.codes)
+    with pytest.raises(ValueError, match="t2"):
+        store.read_segment(seg, cfg, triplets=("codes", "t2"))
 
 
 def test_missing_index_and_missing_generation(tmp_path, index_copy):

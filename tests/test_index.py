@@ -3,6 +3,8 @@ FAISS's own writer, additions, compaction, and the hit-id layout."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import faiss
@@ -12,8 +14,8 @@ import pytest
 from audio_tools import load_clip, resample
 from simsearch import features, index as index_module, store
 from simsearch.config import FeatureConfig, MatchConfig
-from simsearch.index import (MAX_HALF_FRAMES, MAX_TRACKS, TRACK_SHIFT, HashIndex, _ivf_image, pack_ids,
-                             unpack_ids)
+from simsearch.index import (MAX_HALF_FRAMES, MAX_TRACKS, TRACK_SHIFT, HashIndex, TableBuilder, marked,
+                             pack_ids, unpack_ids)
 
 CARD = FeatureConfig().hash_cardinality
 BITS = HashIndex(CARD).bits
@@ -145,23 +147,94 @@ def test_table_in_a_temporary_file_where_memfd_is_missing(monkeypatch, tmp_path)
     assert list(tmp_path.iterdir()) == []  # unlinked once mapped
     probes = _probes(rng, pool)
     _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
+    with pytest.raises(KeyboardInterrupt), TableBuilder(CARD, 5000) as builder:  # a load given up half way
+        builder.count(codes)
+        builder.fill(codes[:100], ids[:100])
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("n, nlist", [(9, 8), (3, 8), (0, 4), (5000, 1 << 10)])
-def test_table_image_is_what_faiss_writes(n, nlist):
+@pytest.mark.parametrize("n, list_target, used", [(9, 2, 8), (9, 2, 3), (1, 1, 1), (5000, 5, 1 << 10),
+                                                  (5000, 5, 100)])
+def test_table_image_is_what_faiss_writes(n, list_target, used):
     """The lists' bytes are FAISS's own serialised form (both forms of its
-    size table: 'full' when most lists are used, 'sprs' otherwise)."""
-    rng = np.random.default_rng(n)
-    lists = rng.integers(0, nlist, n)
+    size table: 'full' when most lists are used, 'sprs' otherwise), filled
+    in several parts."""
+    rng = np.random.default_rng(n + used)
+    k = index_module.table_layout(n, 16, list_target).k
+    lists = rng.integers(0, used, n)
     stored = rng.integers(0, 256, (n, 1), dtype=np.uint8)
     ids = rng.integers(0, 1 << 62, n)
-    ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(8), 8, nlist)
+    codes = (stored[:, 0].astype(np.uint64) << np.uint64(k)) | lists.astype(np.uint64)
+    ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(8), 8, 1 << k)
     ivf.is_trained = True
-    if n:
-        ivf.add_core(n, faiss.swig_ptr(stored), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-    order = np.argsort(lists, kind="stable")
-    image, _, _ = _ivf_image(8, nlist, np.bincount(lists, minlength=nlist), stored[order], ids[order])
-    np.testing.assert_array_equal(image, faiss.serialize_index_binary(ivf))
+    ivf.add_core(n, faiss.swig_ptr(stored), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
+    parts = np.array_split(np.arange(n), 3)
+    with TableBuilder(1 << (k + 8), n, list_target) as builder:
+        for part in parts:
+            builder.count(codes[part])
+        for part in parts:
+            builder.fill(codes[part], ids[part])
+        table = builder.table()
+    assert table.nlist == 1 << k and table.code_size == 1
+    np.testing.assert_array_equal(table._mapped(), faiss.serialize_index_binary(ivf))
+
+
+@pytest.mark.parametrize("list_target", [16, 1])
+def test_a_table_built_in_parts_answers_as_one_built_at_once(list_target):
+    """What Engine does segment by segment: uneven parts (some empty), each
+    counted, then each filled, in the same order."""
+    rng = np.random.default_rng(list_target)
+    pool, codes, ids = _random_entries(rng, 60_000, 5000)
+    cuts = np.sort(np.concatenate([rng.integers(0, 60_000, 6), [0, 0, 60_000, 60_000]]))
+    parts = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+    with TableBuilder(CARD, 60_000, list_target) as builder:
+        for part in parts:
+            builder.count(codes[part])
+        for part in parts:
+            builder.fill(codes[part], ids[part])
+        index = builder.index()
+    probes = _probes(rng, pool)
+    _assert_same(index.lookup(probes), _oracle(codes, ids, probes))
+    _assert_same(index.lookup(probes), HashIndex(CARD, codes, ids, list_target).lookup(probes))
+    assert index.list_target == list_target and index.table_size == 60_000
+
+
+def test_the_builder_refuses_parts_that_change_between_its_passes():
+    rng = np.random.default_rng(8)
+    _, codes, ids = _random_entries(rng, 5000, 800)
+
+    def builder(counted):
+        b = TableBuilder(CARD, 5000)
+        b.count(counted)
+        return b
+
+    with pytest.raises(ValueError, match="counted for a table of 5000"), builder(codes[:4000]) as b:
+        b.fill(codes, ids)
+    with pytest.raises(ValueError, match="more codes filled than counted"), builder(codes) as b:
+        b.fill(codes[::-1] + np.uint64(1), ids)  # other codes: some list overflows
+    with pytest.raises(ValueError, match="4999 entries filled of the 5000"), builder(codes) as b:
+        b.fill(codes[1:], ids[1:])
+        b.index()
+    with pytest.raises(RuntimeError, match="count"), builder(codes) as b:
+        b.fill(codes[:10], ids[:10])
+        b.count(codes[:10])
+    with pytest.raises(RuntimeError, match="closed"), builder(codes) as b:
+        b.fill(codes, ids)
+        b.index()
+        b.fill(codes, ids)
+    with pytest.raises(ValueError, match="list_target"):
+        TableBuilder(CARD, 10, list_target=0)
+
+
+def test_an_empty_builder_makes_an_empty_index():
+    with TableBuilder(CARD, 0) as builder:
+        builder.count(np.zeros(0, np.uint64))
+        builder.fill(np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        index = builder.index()
+    assert index.ntotal == 0 and index.describe() == "empty"
+    index.add(np.array([7], np.uint64), np.array([3], np.int64))
+    assert index.lookup(np.array([7], np.uint64))[1].tolist() == [3]
 
 
 def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
@@ -261,7 +334,14 @@ def test_an_empty_index_takes_additions():
     _assert_same(compact.lookup(pool), _oracle(codes, ids, pool))
 
 
-def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks():
+@pytest.fixture(params=[index_module.PART_ENTRIES, 1000, 1], ids=["parts", "small-parts", "list-by-list"])
+def part_entries(request, monkeypatch):
+    """Compaction reads the table back in parts of whole lists: of the default
+    size, of ~1000 entries, one list at a time."""
+    monkeypatch.setattr(index_module, "PART_ENTRIES", request.param)
+
+
+def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks(part_entries):
     rng = np.random.default_rng(4)
     pool = rng.integers(0, CARD, 2000, dtype=np.uint64)
     codes = pool[rng.integers(0, 2000, 40_000)]
@@ -280,6 +360,12 @@ def test_compaction_keeps_every_hit_in_order_and_drops_removed_tracks():
     assert smaller.ntotal == kept.sum()
     _assert_same(smaller.lookup(probes), _oracle(codes[kept], ids[kept], probes))
     assert not np.isin(smaller.lookup(probes)[1] >> TRACK_SHIFT, [3, 17, 39]).any()
+    # Most tracks gone: fewer lists than before, each gathering several of the old ones.
+    removed[:38] = True
+    kept = ~marked(track, removed)
+    fewer = index.compacted(removed)
+    assert fewer.parameters()["nlist"] < index.parameters()["nlist"]
+    _assert_same(fewer.lookup(probes), _oracle(codes[kept], ids[kept], probes))
 
 
 def test_compaction_is_due_when_additions_pass_a_share_of_the_table(monkeypatch):
@@ -329,3 +415,21 @@ def test_lookups_in_other_threads_run_faiss_on_that_thread_alone():
     thread.start()
     thread.join()
     assert seen == [1]
+
+
+def test_a_table_too_large_for_the_address_space_is_a_memory_error():
+    """As any allocation that fails (the scale benchmark bounds its processes'
+    address space): here the image's 27 MB, with 16 MB to spare."""
+    script = ("import resource, numpy as np\n"
+              "from simsearch.index import TableBuilder\n"
+              "codes, ids = np.arange(3 << 20, dtype=np.uint64), np.arange(3 << 20)\n"
+              "builder = TableBuilder(1 << 24, len(codes))\n"
+              "builder.count(codes)\n"
+              "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (size + (16 << 20), resource.RLIM_INFINITY))\n"
+              "try:\n"
+              "    builder.fill(codes, ids)\n"
+              "except MemoryError as exc:\n"
+              "    print('MemoryError:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("MemoryError: cannot map the table's"), out.stdout + out.stderr

@@ -439,3 +439,58 @@ def test_constellation_hits_of_nothing():
     assert hit.tolist() == [False] and background.tolist() == [0]
     hit, background = _assert_same_constellation_hits(np.array([1.0]), np.array([2.0]), none, none, 1.0, 1.0, 8.0)
     assert len(hit) == len(background) == 0
+
+
+def _scatter_case(rng, n_entries, k, code_size, room=0):
+    """Codes of k list bits and code_size bytes above them, their ids, and
+    lists sized for them (plus `room` spare slots each, some already taken)."""
+    codes = rng.integers(0, 1 << min(63, k + 8 * code_size), n_entries, dtype=np.uint64)
+    ids = rng.integers(0, 1 << 62, n_entries)
+    lists = (codes & np.uint64((1 << k) - 1)).astype(np.int64)
+    taken = rng.integers(0, room + 1, 1 << k)
+    sizes = np.bincount(lists, minlength=1 << k) + taken
+    block = sizes * (code_size + 8)
+    start = 40 + np.cumsum(block) - block
+    return codes, ids, sizes, start, taken, int(40 + block.sum())
+
+
+def _assert_same_scatter(codes, ids, k, code_size, start, sizes, filled, image_bytes, parts=1):
+    """Kernel and reference from the same start, part by part: the same
+    entries written, the same slots taken, the same image."""
+    got = (filled.copy(), np.zeros(image_bytes, np.uint8))
+    want = (filled.copy(), np.zeros(image_bytes, np.uint8))
+    done = []
+    for part in np.array_split(np.arange(len(codes)), parts):
+        n = K.scatter_entries(codes[part], ids[part], k, code_size, start, sizes, *got)
+        assert n == R.scatter_entries(codes[part], ids[part], k, code_size, start, sizes, *want)
+        done.append(n)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    return done, got
+
+
+@pytest.mark.parametrize("k, code_size, parts", [(0, 3, 1), (4, 1, 3), (10, 2, 5), (13, 1, 2)])
+def test_scatter_entries_matches_reference(k, code_size, parts):
+    rng = np.random.default_rng(k * 10 + code_size)
+    codes, ids, sizes, start, taken, size = _scatter_case(rng, 20_000, k, code_size, room=2)
+    done, (filled, _) = _assert_same_scatter(codes, ids, k, code_size, start, sizes, taken, size, parts)
+    assert sum(done) == len(codes)
+    np.testing.assert_array_equal(filled, sizes)  # every slot taken
+
+
+def test_scatter_entries_stops_before_the_first_entry_of_a_full_list():
+    rng = np.random.default_rng(11)
+    codes, ids, sizes, start, _, size = _scatter_case(rng, 5000, 6, 1)
+    crowded = int(codes[3000] & np.uint64(63))
+    sizes[crowded] -= 1  # one slot short: its last entry does not fit
+    last = np.flatnonzero((codes & np.uint64(63)) == crowded)[-1]
+    done, _ = _assert_same_scatter(codes, ids, 6, 1, start, sizes, np.zeros(64, np.int64), size)
+    assert done == [last]
+
+
+@PROPERTY
+@given(st.integers(0, 12), st.integers(1, 3), st.integers(0, 400), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_scatter_entries_property(k, code_size, n, parts, seed):
+    rng = np.random.default_rng(seed)
+    codes, ids, sizes, start, taken, size = _scatter_case(rng, n, k, code_size, room=1)
+    _assert_same_scatter(codes, ids, k, code_size, start, sizes, taken, size, parts)
