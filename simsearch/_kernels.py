@@ -278,3 +278,59 @@ def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
                     background[i] += 1
             j += 1
     return hit, background
+
+
+@nb.jit(**_JIT)
+def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, time_bits,
+                pitch_per_bin, max_pitch, sr_lo, sr_hi):
+    """Join lookup results with their query triplets and keep the hits a
+    searched speed and pitch may explain.
+
+    probe, ids : lookup results (ids packed as index.pack_ids packs them,
+    with the given field widths); owner[probe] is the query triplet i whose
+    anchor time, frequency and span are t1[i], f1[i], span[i].  A hit is kept
+    when its track is not set in `removed` (numbers past its end are not),
+    its pitch (query anchor bin less reference's, times `pitch_per_bin`) is
+    within +-`max_pitch`, and its reference span in half frames (the id's
+    own field) within [sr_lo[i], sr_hi[i]].
+    Returns (track, tq, tr, sq, sr, pitch) of the hits kept, in their order.
+    """
+    n = len(ids)
+    if len(removed) == 0:
+        removed = np.zeros(1, np.bool_)
+    last = len(removed) - 1
+    span_mask = (1 << span_bits) - 1
+    freq_mask = (1 << freq_bits) - 1
+    track_shift = span_bits + freq_bits + time_bits
+    # Without branches (whether a hit is kept is a coin toss to the CPU):
+    # every position is written, the count moves on for those kept.
+    at = np.empty(n, np.int64)
+    k = 0
+    for j in range(n):
+        x = ids[j]
+        i = owner[probe[j]]
+        s = x & span_mask
+        track = x >> track_shift
+        shift = (f1[i] - ((x >> span_bits) & freq_mask) * 0.5) * pitch_per_bin
+        ok = (s >= sr_lo[i]) & (s <= sr_hi[i]) & (abs(shift) <= max_pitch)
+        ok &= ~((track <= last) & removed[min(track, last)])
+        at[k] = j
+        k += ok
+    time_mask = (1 << time_bits) - 1
+    track_out = np.empty(k, np.int64)
+    tq = np.empty(k, t1.dtype)
+    tr = np.empty(k, np.float64)
+    sq = np.empty(k, span.dtype)
+    sr = np.empty(k, np.float64)
+    pitch = np.empty(k, np.float64)
+    for m in range(k):
+        x = ids[at[m]]
+        i = owner[probe[at[m]]]
+        track_out[m] = x >> track_shift
+        tq[m] = t1[i]
+        tr[m] = ((x >> (span_bits + freq_bits)) & time_mask) * 0.5
+        sq[m] = span[i]
+        sr[m] = (x & span_mask) * 0.5
+        pitch[m] = (f1[i] - ((x >> span_bits) & freq_mask) * 0.5) * pitch_per_bin
+    return track_out, tq, tr, sq, sr, pitch
+

@@ -25,7 +25,7 @@ import numpy as np
 from . import _kernels as K
 from .config import FeatureConfig, MatchConfig
 from .features import Peaks, Triplets
-from .index import marked, unpack_ids
+from .index import FREQ_BITS, SPAN_BITS, TIME_BITS
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class Hits:
         return len(self.track)
 
 
+# Relative: far wider than the rounding of log2 and exp2, far narrower than a
+# half frame of span.
+_BOUND_SLACK = 1e-9
+
+
 def span_log_speed(sr: np.ndarray, sq: np.ndarray) -> np.ndarray:
     """The speed a hit implies by itself: log2 of reference span over query span."""
     return np.log2(np.maximum(sr, 0.25) / sq)
@@ -72,18 +77,26 @@ def span_log_speed(sr: np.ndarray, sq: np.ndarray) -> np.ndarray:
 def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarray,
                 cfg: FeatureConfig, mcfg: MatchConfig, removed: np.ndarray | None = None) -> Hits:
     """Join lookup results with the query triplets and drop hits whose own span
-    ratio or anchor frequency rules out every speed and pitch searched."""
-    qi = owner[probe]
-    track, tr, fr, sr = unpack_ids(ids)
-    tq, fq, sq = q.t1[qi], q.f1[qi], q.span[qi]
-    pitch = (fq - fr) * (12.0 / cfg.bins_per_octave)
+    ratio or anchor frequency rules out every speed and pitch searched, or
+    whose track `removed` marks."""
+    lo, hi = np.log2(mcfg.min_speed), np.log2(mcfg.max_speed)
+    # The span of a hit is known to about a frame: allow that much error
+    # (slack, below).  The kernel takes the speeds as the reference spans, in
+    # half frames, that each query triplet accepts, a hair more than that:
+    # numpy's log2 and the kernel's differ in the last bit now and then, so
+    # numpy's test on the hits the kernel keeps decides, as before.
+    span = np.asarray(q.span, np.float64)
+    sr_lo = np.floor(2 * span * np.exp2(lo - 1.0 / span) * (1 - _BOUND_SLACK)).astype(np.int64)
+    sr_hi = np.ceil(2 * span * np.exp2(hi + 1.0 / span) * (1 + _BOUND_SLACK)).astype(np.int64)
+    track, tq, tr, sq, sr, pitch = K.gather_hits(
+        np.asarray(probe, np.int64), np.asarray(ids, np.int64), np.asarray(owner, np.int64), q.t1, q.f1, q.span,
+        np.zeros(0, bool) if removed is None else removed, SPAN_BITS, FREQ_BITS, TIME_BITS,
+        12.0 / cfg.bins_per_octave, mcfg.max_pitch + mcfg.pitch_tol, sr_lo, sr_hi)
     log_speed = span_log_speed(sr, sq)
-    # The span of a hit is known to about a frame: allow that much error.
     slack = 1.0 / sq
-    ok = (log_speed >= np.log2(mcfg.min_speed) - slack) & (log_speed <= np.log2(mcfg.max_speed) + slack)
-    ok &= np.abs(pitch) <= mcfg.max_pitch + mcfg.pitch_tol
-    ok &= ~marked(track, removed)
-    return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok], log_speed[ok])
+    ok = (log_speed >= lo - slack) & (log_speed <= hi + slack)
+    h = Hits(track, tq, tr, sq, sr, pitch, log_speed)
+    return h if ok.all() else h.take(ok)
 
 
 def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: float) -> list[Candidate]:

@@ -194,3 +194,23 @@ def constellation_hits(qt, qf, pt, pf, tol_t, tol_f, half_window):
     hit = (same_f & (dt <= tol_t)).any(axis=1)
     background = (same_f & (dt > tol_t) & (dt <= half_window)).sum(axis=1).astype(np.int64)
     return hit, background
+
+
+def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, time_bits,
+                pitch_per_bin, max_pitch, sr_lo, sr_hi):
+    """The lookup results (ids unpacked field by field) joined with their
+    query triplets i = owner[probe], less the hits of tracks `removed` marks,
+    whose pitch (query anchor bin less the reference's, times
+    `pitch_per_bin`) is beyond +-`max_pitch`, or whose reference span in half
+    frames lies outside [sr_lo[i], sr_hi[i]].  Returns (track, tq, tr, sq, sr, pitch)."""
+    ids = np.asarray(ids, np.int64)
+    track = ids >> (span_bits + freq_bits + time_bits)
+    tr = ((ids >> (span_bits + freq_bits)) % (1 << time_bits)) / 2
+    fr = ((ids >> span_bits) % (1 << freq_bits)) / 2
+    half_spans = ids % (1 << span_bits)
+    qi = np.asarray(owner)[np.asarray(probe)]
+    tq, fq, sq = t1[qi], f1[qi], span[qi]
+    pitch = (fq - fr) * pitch_per_bin
+    ok = ~np.isin(track, np.flatnonzero(removed)) & (np.abs(pitch) <= max_pitch)
+    ok &= (half_spans >= sr_lo[qi]) & (half_spans <= sr_hi[qi])
+    return track[ok], tq[ok], tr[ok], sq[ok], half_spans[ok] / 2, pitch[ok]

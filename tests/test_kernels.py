@@ -15,6 +15,7 @@ from audio_tools import chirp, tone, tone_sequence
 from simsearch import _kernels as K
 from simsearch import features
 from simsearch.config import FeatureConfig, MatchConfig
+from simsearch.index import FREQ_BITS, SPAN_BITS, TIME_BITS, pack_ids
 
 CFG = FeatureConfig()
 MCFG = MatchConfig()
@@ -439,3 +440,47 @@ def test_constellation_hits_of_nothing():
     assert hit.tolist() == [False] and background.tolist() == [0]
     hit, background = _assert_same_constellation_hits(np.array([1.0]), np.array([2.0]), none, none, 1.0, 1.0, 8.0)
     assert len(hit) == len(background) == 0
+
+
+# -- gather_hits ----------------------------------------------------------------
+
+def _lookup_results(rng, n, n_triplets=300, n_tracks=50):
+    """Query triplets (t1, f1, span as peak_triplets makes them) and lookup
+    results naming random reference triplets, some at the searched range's
+    edges: a reference span or frequency equal to the query's, spans of a
+    quarter frame or none."""
+    t1 = np.sort(rng.uniform(0, 300, n_triplets))
+    f1 = rng.integers(0, 144, n_triplets) + rng.uniform(-0.49, 0.49, n_triplets)
+    span = rng.uniform(3, 60, n_triplets)
+    owner = rng.integers(0, n_triplets, 3 * n_triplets)
+    probe = np.sort(rng.integers(0, len(owner), n))
+    qi = owner[probe]
+    sr = np.where(rng.random(n) < 0.2, span[qi], span[qi] * np.exp2(rng.uniform(-0.6, 0.6, n)))
+    sr[rng.random(n) < 0.02] = 0.0
+    fr = np.where(rng.random(n) < 0.2, f1[qi], f1[qi] + rng.uniform(-20, 20, n))
+    ids = pack_ids(rng.integers(0, n_tracks, n), rng.uniform(0, 5000, n), np.clip(fr, 0, 200), sr)
+    return probe, ids, owner, t1, f1, span
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mcfg", [MCFG, MCFG.narrowed()], ids=["wide", "narrow"])
+def test_gather_hits_match_reference(seed, mcfg):
+    rng = np.random.default_rng(seed)
+    probe, ids, owner, t1, f1, span = _lookup_results(rng, 20000)
+    removed = rng.random(60) < 0.2  # numbers past its end (none here) are kept
+    sr_lo = np.floor(2 * span * mcfg.min_speed * np.exp2(-1 / span)).astype(np.int64)
+    sr_hi = np.ceil(2 * span * mcfg.max_speed * np.exp2(1 / span)).astype(np.int64)
+    args = (probe, ids, owner, t1, f1, span, removed[: 40 if seed else 60], SPAN_BITS, FREQ_BITS, TIME_BITS,
+            12.0 / CFG.bins_per_octave, mcfg.max_pitch + mcfg.pitch_tol, sr_lo, sr_hi)
+    got, want = K.gather_hits(*args), R.gather_hits(*args)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    assert 0 < len(got[0]) < len(ids)
+
+
+def test_gather_hits_of_nothing():
+    none = np.zeros(0, np.int64)
+    out = K.gather_hits(none, none, none, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool),
+                        SPAN_BITS, FREQ_BITS, TIME_BITS, 1 / 3, 5.5, none, none)
+    assert [len(a) for a in out] == [0] * 6
