@@ -105,12 +105,11 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
         return []
     tmid = 0.5 * query_frames
     log_speed = np.clip(h.log_speed, np.log2(mcfg.min_speed), np.log2(mcfg.max_speed))
-    tracks, centres = _promising_tracks(h, log_speed, tmid, mcfg)
+    tracks, centres, theirs = _promising_tracks(h, log_speed, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
-    # Sort once by track so that each candidate's hits are one slice.
-    order = np.argsort(h.track, kind="stable")
-    hs = h.take(order)
+    # Their hits sorted by track, so that each candidate's hits are one slice.
+    hs = h.take(theirs[np.argsort(h.track[theirs], kind="stable")])
     lo = np.searchsorted(hs.track, tracks, side="left")
     hi = np.searchsorted(hs.track, tracks, side="right")
     out = []
@@ -123,34 +122,41 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
 
 
 def _promising_tracks(h: Hits, log_speed: np.ndarray, tmid: float, mcfg: MatchConfig,
-                      coarse: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+                      coarse: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tracks whose hits pile up in one coarse cell of reference time at the
     query's middle, each hit projected there with its own span-ratio speed.
     Cheap and tolerant, so the exact Hough vote runs on few tracks.
 
-    Returns the tracks, best first, and for each the median log2 speed of the
-    hits in its best cell (where to centre the exact search).
+    Returns the tracks, best first; for each the median log2 speed of the
+    hits in its best cell (where to centre the exact search); and the
+    positions of their hits in `h`, in order.
     """
     cell = np.floor((h.tr + 2.0**log_speed * (tmid - h.tq)) / coarse).astype(np.int64)
     key = (h.track << 24) + (cell + (1 << 23))
-    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    keys, counts = np.unique(key, return_counts=True)
     # A line near a cell edge splits in two: count each cell with its right neighbour.
-    nxt = np.searchsorted(keys, keys + 1)
-    has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
-    pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
-    track = keys >> 24
-    order = np.lexsort((-pair, track))
-    first = order[np.unique(track[order], return_index=True)[1]]  # best cell of each track
+    has = np.zeros(len(keys), bool)
+    has[:-1] = keys[1:] == keys[:-1] + 1
+    pair = counts.copy()
+    pair[:-1] += np.where(has[:-1], counts[1:], 0)
     # The coarse count is nearly an upper bound of the final score: tracks well
     # under the decision threshold are not worth the exact vote.
-    keep = pair[first] >= max(3.0, 0.7 * mcfg.min_hit_score)
-    first = first[keep]
+    good = np.flatnonzero(pair >= max(3.0, 0.7 * mcfg.min_hit_score))
+    track = keys[good] >> 24
+    # The best cell of each track: its largest pair, the first (lowest cell) of ties.
+    order = np.lexsort((-pair[good], track))
+    first = good[order[np.unique(track[order], return_index=True)[1]]]
     first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
+    tracks = keys[first] >> 24
+    lut = np.zeros(int(h.track.max()) + 1, bool)
+    lut[tracks] = True
+    theirs = np.flatnonzero(lut[h.track])
+    mine = key[theirs]
     centres = np.empty(len(first))
     for k, c in enumerate(first):
-        sel = (inverse == c) | (inverse == nxt[c]) & has[c]
-        centres[k] = np.median(log_speed[sel])
-    return track[first], centres
+        sel = (mine == keys[c]) | (mine == keys[c] + 1) & has[c]
+        centres[k] = np.median(log_speed[theirs[sel]])
+    return tracks, centres, theirs
 
 
 def _speed_grid(centre: float, mcfg: MatchConfig, tol: float, half_span: float,

@@ -179,6 +179,41 @@ def test_gather_hits_keeps_exactly_what_numpy_keeps(monkeypatch, seed, mcfg, sla
         np.testing.assert_array_equal(getattr(got, k), getattr(want, k))
 
 
+def _promising_oracle(h, log_speed, tmid, mcfg, coarse=8.0):
+    """_promising_tracks over every (track, cell) with an inverse map: the
+    tracks, best first, and the median log2 speed of each one's best cell pair."""
+    cell = np.floor((h.tr + 2.0**log_speed * (tmid - h.tq)) / coarse).astype(np.int64)
+    keys, inverse, counts = np.unique((h.track << 24) + (cell + (1 << 23)), return_inverse=True, return_counts=True)
+    nxt = np.searchsorted(keys, keys + 1)
+    has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
+    pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
+    track = keys >> 24
+    order = np.lexsort((-pair, track))
+    first = order[np.unique(track[order], return_index=True)[1]]
+    first = first[pair[first] >= max(3.0, 0.7 * mcfg.min_hit_score)]
+    first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
+    centres = [np.median(log_speed[(inverse == c) | (inverse == nxt[c]) & has[c]]) for c in first]
+    return track[first], np.array(centres)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_promising_tracks_are_the_best_cells_of_all(seed):
+    """Many tracks with lines of a few hits (ties between tracks and between
+    cells), more than max_candidates of them over the bar."""
+    rng = np.random.default_rng(seed)
+    query_frames = 10.0 / FS
+    parts = [_line_hits(rng, t, int(rng.integers(2, 9)), rng.uniform(0.8, 1.25), rng.uniform(0, 9000), 0.0,
+                        query_frames, jitter=3.0) for t in range(60)]
+    h = _hits(*parts, _random_hits(rng, np.arange(200), 20_000, query_frames))
+    log_speed = np.clip(h.log_speed, np.log2(MCFG.min_speed), np.log2(MCFG.max_speed))
+    tracks, centres, theirs = matching._promising_tracks(h, log_speed, 0.5 * query_frames, MCFG)
+    want_tracks, want_centres = _promising_oracle(h, log_speed, 0.5 * query_frames, MCFG)
+    assert len(want_tracks) == MCFG.max_candidates
+    np.testing.assert_array_equal(tracks, want_tracks)
+    np.testing.assert_array_equal(centres, want_centres)
+    np.testing.assert_array_equal(theirs, np.flatnonzero(np.isin(h.track, tracks)))
+
+
 def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
     """Hits of a real 8 s segment plus one chance hit on the same line 20 s
     earlier: the reported range is the segment's."""
