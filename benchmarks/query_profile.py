@@ -62,8 +62,6 @@ def lean_table(bits: int, codes: np.ndarray, ids: np.ndarray, list_target: int):
     straight into its in-memory file, CHUNK entries at a time, each entry at
     its place (its list's block, its rank in the list: insertion order, as
     `_ListTable` keeps it)."""
-    import faiss
-
     from simsearch import index as I
 
     t = object.__new__(I._ListTable)
@@ -102,15 +100,25 @@ def lean_table(bits: int, codes: np.ndarray, ids: np.ndarray, list_target: int):
                 for b in range(8):
                     img[id_at + b] = id_bytes[:, b]
             del img
-        t.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
-    t._lists = faiss.downcast_InvertedLists(t.faiss.invlists)
-    mapped = t._mapped()
-    mapped[:: I.PAGE_BYTES].max(initial=0)
-    if bytes(mapped[t._sizes_at: t._sizes_at + 4]) == b"full":
-        t.sizes = mapped[t._sizes_at + 12: t._data_at].view("<u8")
-    else:
-        t.sizes = sizes.astype(np.uint32)
+        if hasattr(t, "_open"):
+            t._open(path, sizes)
+        else:
+            _open_before_open(t, path, sizes)
     return t
+
+
+def _open_before_open(t, path: str, sizes: np.ndarray) -> None:
+    """What _ListTable.__init__ did after writing its image, before
+    _ListTable._open (730f72b) took it out: the base engine measured as A."""
+    import faiss
+
+    from simsearch import index as I
+
+    t.faiss = faiss.read_index_binary(path, faiss.IO_FLAG_MMAP)
+    t._lists = faiss.downcast_InvertedLists(t.faiss.invlists)
+    t._mapped()[:: I.PAGE_BYTES].max(initial=0)
+    full = bytes(t._mapped()[t._sizes_at: t._sizes_at + 4]) == b"full"
+    t.sizes = t._mapped()[t._sizes_at + 12: t._data_at].view("<u8") if full else sizes.astype(np.uint32)
 
 
 def _image_head(d: int, nlist: int, sizes: np.ndarray, n: int) -> tuple[bytes, int]:

@@ -334,3 +334,80 @@ def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, 
         pitch[m] = (f1[i] - ((x >> span_bits) & freq_mask) * 0.5) * pitch_per_bin
     return track_out, tq, tr, sq, sr, pitch
 
+
+@nb.jit(**_JIT)
+def _id_at(image, words, q):
+    """The little-endian int64 at byte q of `image` (`words`: its whole
+    8-byte words): one or two aligned loads, bytes at the very end."""
+    w = q >> 3
+    r = q & 7
+    if r == 0:
+        return np.int64(words[w])
+    if w + 1 < len(words):
+        return np.int64((words[w] >> np.uint64(8 * r)) | (words[w + 1] << np.uint64(64 - 8 * r)))
+    v = np.int64(0)
+    for b in range(8):
+        v |= np.int64(image[q + b]) << (8 * b)
+    return v
+
+
+@nb.jit(**_JIT)
+def list_lookup(image, coarse, stride, sizes, code_size, lists, stored):
+    """Exact lookups in inverted lists laid out as FAISS serialises them:
+    list l holds sizes[l] entries, their stored codes (code_size bytes
+    each), then their ids (8 bytes each, little-endian, unaligned); the
+    lists follow one another in `image`, list c * stride starting at byte
+    coarse[c].  Probe p reads list lists[p] (none when negative) and keeps,
+    in list order, its entries whose stored code begins with the bytes
+    stored[p] ([n, m], m <= code_size; m may be less, even 0, where the
+    other bytes are zero on both sides).
+
+    Returns (lims [n + 1], ids): probe p's ids are ids[lims[p]:lims[p + 1]].
+    """
+    n = len(lists)
+    starts = np.empty(n, np.int64)
+    lims = np.zeros(n + 1, np.int64)
+    for p in range(n):
+        l = lists[p]
+        found = 0
+        if l >= 0:
+            at = coarse[l // stride]
+            for j in range(l - l % stride, l):
+                at += np.int64(sizes[j]) * (code_size + 8)
+            starts[p] = at
+            for e in range(np.int64(sizes[l])):
+                same = True
+                for b in range(stored.shape[1]):
+                    same &= image[at + e * code_size + b] == stored[p, b]
+                found += same
+        lims[p + 1] = lims[p] + found
+    words = image[: len(image) // 8 * 8].view(np.uint64)
+    ids = np.empty(lims[n], np.int64)
+    for p in range(n):
+        l = lists[p]
+        k = lims[p]
+        if k == lims[p + 1]:
+            continue
+        at = starts[p]
+        size = np.int64(sizes[l])
+        first = at + size * code_size
+        if lims[p + 1] - k == size and first + 8 * size + 8 <= len(words) * 8:
+            # The whole list (always so when each list holds one code): its
+            # ids from aligned words, shifted into place.
+            w = first >> 3
+            r = np.uint64(8 * (first & 7))
+            if r == 0:
+                for e in range(size):
+                    ids[k + e] = np.int64(words[w + e])
+            else:
+                for e in range(size):
+                    ids[k + e] = np.int64((words[w + e] >> r) | (words[w + e + 1] << (np.uint64(64) - r)))
+            continue
+        for e in range(size):
+            same = True
+            for b in range(stored.shape[1]):
+                same &= image[at + e * code_size + b] == stored[p, b]
+            if same:
+                ids[k] = _id_at(image, words, first + 8 * e)
+                k += 1
+    return lims, ids

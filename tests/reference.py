@@ -214,3 +214,27 @@ def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, 
     ok = ~np.isin(track, np.flatnonzero(removed)) & (np.abs(pitch) <= max_pitch)
     ok &= (half_spans >= sr_lo[qi]) & (half_spans <= sr_hi[qi])
     return track[ok], tq[ok], tr[ok], sq[ok], half_spans[ok] / 2, pitch[ok]
+
+
+def list_lookup(image, coarse, stride, sizes, code_size, lists, stored):
+    """The entries of each probe's list (lists[p]; none when negative) whose
+    stored code begins with stored[p], in list order: list l holds sizes[l]
+    entries, their codes (code_size bytes each) then their ids (8 bytes,
+    little-endian); the lists follow one another, list c * stride starting
+    at byte coarse[c].  Returns (lims, ids) as a range search does."""
+    image = np.asarray(image, np.uint8)
+    block = np.asarray(sizes, np.int64) * (code_size + 8)
+    before = np.cumsum(block) - block  # bytes of the lists before each, from the first
+    lims, found = [0], []
+    for p, l in enumerate(np.asarray(lists)):
+        if l < 0:
+            lims.append(lims[-1])
+            continue
+        start = coarse[l // stride] + before[l] - before[l - l % stride]
+        n = int(sizes[l])
+        codes = image[start: start + n * code_size].reshape(n, code_size)[:, : stored.shape[1]]
+        ids = image[start + n * code_size: start + n * (code_size + 8)].copy().view("<i8")
+        keep = ids[(codes == stored[p]).all(axis=1)]
+        found.append(keep)
+        lims.append(lims[-1] + len(keep))
+    return np.array(lims, np.int64), np.concatenate(found or [np.zeros(0, np.int64)]).astype(np.int64)

@@ -135,6 +135,29 @@ def test_table_on_real_codes_and_query_probes(catalog_dir):
     np.testing.assert_array_equal(found, expected[1])
 
 
+@pytest.mark.parametrize("n, distinct, list_target", [
+    (500, 50, 16),               # 2^5 lists, 2-byte stored codes
+    (20_000, 3000, 16),          # 2^11 lists, 2-byte stored codes
+    (300_000, 100_000, 16),      # 2^15 lists, 1-byte stored codes
+    (1_200_000, 200_000, 1),     # a list per code value: no byte compared (as from ~290 h)
+])
+def test_table_lookup_is_faiss_range_search_preassigned(n, distinct, list_target):
+    """The lists read in place give what FAISS's own search of them gives, in its order."""
+    rng = np.random.default_rng(n)
+    pool, codes, ids = _random_entries(rng, n, distinct)
+    table = HashIndex(CARD, codes, ids, list_target)._table
+    assert (table.k == BITS) == (list_target == 1)
+    probes = np.concatenate([_probes(rng, pool), pool[rng.integers(0, distinct, 5000)],
+                             np.array([CARD - 1 + (1 << BITS)], np.uint64)])  # wider than any code
+    lists, stored = table._split(probes)
+    lists[probes >> np.uint64(BITS) != 0] = -1
+    lims, _, found = table.faiss.range_search_preassigned(stored, 1, lists.reshape(-1, 1), None)
+    got_lims, got = table.lookup(probes)
+    np.testing.assert_array_equal(got_lims, lims)
+    np.testing.assert_array_equal(got, found)
+    assert len(found) > len(probes)
+
+
 def test_table_in_a_temporary_file_where_memfd_is_missing(monkeypatch, tmp_path):
     monkeypatch.delattr(index_module.os, "memfd_create")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -170,7 +193,8 @@ def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
     index = HashIndex(CARD, codes, ids)
     lists = 1 << index._table.k
     assert 200_000 / lists <= index_module.LIST_TARGET  # lists of at most ~16 entries
-    assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32, abs=1000)
+    coarse = lists // index_module.LIST_STRIDE * 8  # where every LIST_STRIDE-th list starts
+    assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32 + coarse, abs=1000)
     assert index.memory_bytes() == pytest.approx(index_module.table_layout(200_000, BITS).memory_bytes(), abs=1000)
 
 

@@ -484,3 +484,42 @@ def test_gather_hits_of_nothing():
     out = K.gather_hits(none, none, none, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool),
                         SPAN_BITS, FREQ_BITS, TIME_BITS, 1 / 3, 5.5, none, none)
     assert [len(a) for a in out] == [0] * 6
+
+
+# -- list_lookup ----------------------------------------------------------------
+
+def _list_image(rng, nlist, code_size, mean_size, values=3):
+    """Random inverted lists (a few distinct stored codes each) laid out one
+    after the other behind a header of odd length, ids unaligned."""
+    sizes = rng.poisson(mean_size, nlist).astype(np.int64)
+    sizes[rng.random(nlist) < 0.2] = 0
+    head = int(rng.integers(1, 50))
+    image = [rng.integers(0, 256, head, dtype=np.uint8)]
+    for n in sizes:
+        image.append(rng.integers(0, values, (n, code_size), dtype=np.uint8).ravel())
+        image.append(rng.integers(0, 1 << 62, n, dtype=np.int64).view(np.uint8))
+    block = sizes * (code_size + 8)
+    return np.concatenate(image), head + np.cumsum(block) - block, sizes
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("code_size, compared, stride", [(1, 1, 64), (1, 0, 64), (2, 2, 3), (3, 1, 1)])
+def test_list_lookup_matches_reference(seed, code_size, compared, stride):
+    rng = np.random.default_rng(seed)
+    image, starts, sizes = _list_image(rng, 300, code_size, 6.0)
+    lists = rng.integers(-1, 300, 500)  # -1: no list
+    lists[-1] = np.flatnonzero(sizes)[-1]  # the last entry of the image
+    stored = np.ascontiguousarray(rng.integers(0, 3, (500, code_size), dtype=np.uint8)[:, :compared])
+    coarse = starts[::stride].copy()
+    for size_type in (np.uint64, np.uint32):
+        got = K.list_lookup(image, coarse, stride, sizes.astype(size_type), code_size, lists, stored)
+        want = R.list_lookup(image, coarse, stride, sizes, code_size, lists, stored)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert 0 < len(got[1]) and (compared == 0 or len(got[1]) < sizes[lists[lists >= 0]].sum())
+
+
+def test_list_lookup_of_nothing():
+    image, starts, sizes = _list_image(np.random.default_rng(0), 4, 1, 2.0)
+    lims, ids = K.list_lookup(image, starts, 1, sizes, 1, np.zeros(0, np.int64), np.zeros((0, 1), np.uint8))
+    assert lims.tolist() == [0] and len(ids) == 0
