@@ -1,11 +1,12 @@
 """Where a query's time goes on the scale ladder's 1,000 h rung, and what the
 lookup bound alone buys: two versions of the engine side by side.
 
-    nice -n 5 .venv/bin/python -m benchmarks.query_profile [--base main] [--rounds 2]
-        [--budgets 0.5,1,2,4] [--rung DIR] [--queries NPZ] [--limit N]
+    nice -n 5 .venv/bin/python -m benchmarks.query_profile [--base REV] [--head REV] [--rounds 2]
+        [--budgets 0.1,0.25,0.5,1,2,4] [--rung DIR] [--queries NPZ] [--limit N]
 
 The base commit's engine (A: its `simsearch` package exported to a scratch
-directory) and this tree's (B) each query the ladder's 10 s excerpts
+directory; by default where this branch leaves main) and this tree's (B; or
+the commit `--head`) each query the ladder's 10 s excerpts
 (benchmarks.scale's prepared queries: catalog and out-of-catalog tracks,
 clean, MP3 and pink noise) at every `max_lookup_entries` of `--budgets`,
 the order of the bounds rotated from query to query; A and B alternate,
@@ -48,7 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 RUNG_NAME = "1000h"
 LENGTH_S = 10.0
-BUDGETS_M = (0.5, 1.0, 2.0, 4.0)
+BUDGETS_M = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 THRESHOLD = 5.0
 GiB = 1 << 30
 MEMORY_LIMIT = 5 * GiB  # private memory above start-up (the table's mapped file comes on top: ~1 GB)
@@ -108,8 +109,9 @@ def lean_table(bits: int, codes: np.ndarray, ids: np.ndarray, list_target: int):
 
 
 def _open_before_open(t, path: str, sizes: np.ndarray) -> None:
-    """What _ListTable.__init__ did after writing its image, before
-    _ListTable._open (730f72b) took it out: the base engine measured as A."""
+    """What _ListTable.__init__ did after writing its image in engines that
+    have no _ListTable._open (the base measured as A, before the lookups
+    read the lists in place)."""
     import faiss
 
     from simsearch import index as I
@@ -369,7 +371,8 @@ def export_code(rev: str, into: Path) -> str:
 
 
 def run(a) -> dict:
-    """Base (A) and this tree (B) alternately, A B A B ..., each at every bound."""
+    """Base (A) and head (B: this tree unless a.head) alternately, A B A B ...,
+    each at every bound."""
     from simsearch.config import MatchConfig
 
     from .core import environment
@@ -377,18 +380,23 @@ def run(a) -> dict:
     budgets = [int(float(b) * 1e6) for b in a.budgets.split(",")]
     runs = []
     with tempfile.TemporaryDirectory(prefix="query-profile-") as tmp:
-        base_dir = Path(tmp) / "base"
-        base_dir.mkdir()
-        base = export_code(a.base, base_dir)
+        code = {}
+        for side, rev in (("A", a.base), ("B", a.head)):
+            if rev:
+                code[side] = Path(tmp) / side
+                code[side].mkdir()
+                code[side + "_commit"] = export_code(rev, code[side])
         for k in range(a.rounds):
-            for side, code in (("A", base_dir), ("B", None)):
+            for side in ("A", "B"):
                 print(f"[query_profile] round {k + 1} of {a.rounds}: {side}", file=sys.stderr, flush=True)
-                r = run_worker(Path(tmp) / f"{side}{k}.json", a.rung, a.queries, a.length, budgets, a.limit, code)
+                r = run_worker(Path(tmp) / f"{side}{k}.json", a.rung, a.queries, a.length, budgets, a.limit,
+                               code.get(side))
                 runs.append(r | {"side": side, "round": k + 1})
     return {"benchmark": "query_profile", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(),
             "parameters": {"rung": str(a.rung), "queries": str(a.queries), "length_s": a.length, "budgets": budgets,
                            "default_budget": MatchConfig().max_lookup_entries, "rounds": a.rounds, "limit": a.limit,
-                           "threshold": THRESHOLD, "base": a.base, "base_commit": base},
+                           "threshold": THRESHOLD, "base": a.base, "base_commit": code["A_commit"],
+                           "head_commit": code.get("B_commit")},
             "runs": runs}
 
 
@@ -486,13 +494,15 @@ def markdown(result: dict, summary: dict) -> str:
     lines = [
         f"# Query profile: {p['length_s']:g} s queries on the {Path(p['rung']).name} rung",
         "",
-        f"{result['date']}, commit {str(env.get('git_commit'))[:10]} (B) against {p['base']} = {p['base_commit'][:10]} "
+        f"{result['date']}, commit {(p.get('head_commit') or str(env.get('git_commit')))[:10]} (B) against "
+        f"{p['base_commit'][:10]} "
         f"(A), {env['cpu_count']} cores, faiss {env['faiss']}, numpy {env['numpy']}. 1-minute load average around "
         f"each run: {loads} (other engineers' work shared the machine: absolute times are noisy, A and B ran "
         "alternately under the same conditions).",
         "",
         "Command: `nice -n 5 .venv/bin/python -m benchmarks.query_profile` "
-        f"(`--rounds {p['rounds']} --budgets {','.join(f'{b / 1e6:g}' for b in p['budgets'])} --base {p['base']}`). "
+        f"(`--rounds {p['rounds']} --budgets {','.join(f'{b / 1e6:g}' for b in p['budgets'])} --base {p['base'][:10]}"
+        + (f" --head {p['head_commit'][:10]}" if p.get("head_commit") else "") + "`). "
         f"Queries: the scale ladder's {side['B'][d]['accuracy']['catalog'] + side['B'][d]['accuracy']['out_of_catalog']} "
         f"{p['length_s']:g} s excerpts (benchmarks.scale: catalog and out-of-catalog tracks; clean, MP3 64k, pink "
         "noise 10 dB), each queried at every bound in turn (the order rotated from query to query), in a fresh "
@@ -549,11 +559,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS_M),
                     help="max_lookup_entries to measure, millions")
     ap.add_argument("--limit", type=int, default=None, help="only the first N queries of the length")
-    ap.add_argument("--base", default="main", help="the commit measured as A")
+    ap.add_argument("--base", default=None, help="the commit measured as A (default: where this branch "
+                                                "leaves main, git merge-base main HEAD)")
+    ap.add_argument("--head", default=None, help="the commit measured as B (default: this tree as it is)")
     ap.add_argument("--rounds", type=int, default=2, help="A B pairs")
     ap.add_argument("--out", type=Path, default=RESULTS / "query_profile.json")
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # one measuring process
     a = ap.parse_args(argv)
+    a.base = a.base or subprocess.run(["git", "merge-base", "main", "HEAD"], cwd=REPO, capture_output=True,
+                                      text=True, check=True).stdout.strip()
     ladder_rung, ladder_queries = ladder_paths()
     a.rung, a.queries = a.rung or ladder_rung, a.queries or ladder_queries
     if a.worker:
