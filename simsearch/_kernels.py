@@ -173,7 +173,9 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     speeds (span scales by [span_lo, span_hi]), and level differences within
     `tie_db` of zero, whose sign may have flipped.
 
-    Returns (codes, owner): owner[k] is the query triplet of probe k.
+    Returns (codes, owner, detour): owner[k] is the query triplet of probe
+    k; detour[k] how many of its invariant fields are a neighbour's cell
+    and not their own, plus how many loudness signs it flips.
     """
     n = len(xr)
     cr = np.empty(3, np.int64)
@@ -183,8 +185,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     max_sb = int(np.ceil(np.log2(span_hi / span_lo) / span_oct)) + 2
     cap = n * 27 * max_fb * max_sb * 8
     orders = np.empty(8, np.int64)
+    flips = np.empty(8, np.uint8)
     codes = np.empty(cap, np.uint64)
     owner = np.empty(cap, np.int64)
+    detour = np.empty(cap, np.uint8)
     k = 0
     for i in range(n):
         nr = _cells(xr[i], margin, n_r, cr)
@@ -204,6 +208,7 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
             # Flip only near-tied signs; orders 2 and 5 are cyclic: impossible.
             if (flip & ~ties) == 0 and o != 2 and o != 5:
                 orders[n_ord] = o
+                flips[n_ord] = (flip & 1) + ((flip >> 1) & 1) + ((flip >> 2) & 1)
                 n_ord += 1
         for a in range(nr):
             for b in range(n2):
@@ -213,8 +218,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
                             for o in range(n_ord):
                                 codes[k] = _pack(cr[a], c2[b], c3[c], fb, sb, orders[o], n_df, n_fb, n_sb)
                                 owner[k] = i
+                                # _cells gives a value's own cell first.
+                                detour[k] = (a > 0) + (b > 0) + (c > 0) + flips[o]
                                 k += 1
-    return codes[:k], owner[:k]
+    return codes[:k], owner[:k], detour[:k]
 
 
 @nb.jit(**_JIT)

@@ -393,19 +393,21 @@ class HashIndex:
         self._added.add_with_ids(_as_binary(codes), ids)
         self._added_parts.append((codes, ids))
 
-    def lookup(self, codes: np.ndarray, max_entries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, codes: np.ndarray, max_entries: int | None = None,
+               weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored entry whose code equals one of `codes`.
 
         Returns (probe, ids): probe[k] is the position in `codes` that found
         ids[k].  Results come probe by probe, each probe's in the order the
-        entries were added.  `max_entries` bounds the work: see `within_budget`.
+        entries were added.  `max_entries` bounds the work: see `within_budget`
+        (and its `weight`).
         """
         codes = np.asarray(codes, np.uint64)
         if len(codes) == 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         kept = None  # positions of the probes looked up, when not all
         if max_entries is not None:
-            mask = self.within_budget(codes, max_entries)
+            mask = self.within_budget(codes, max_entries, weight)
             if not mask.all():
                 kept = np.flatnonzero(mask)
                 codes = codes[kept]
@@ -421,21 +423,24 @@ class HashIndex:
         probe, found = _interleave(*parts[0], *parts[1])
         return (probe, found) if kept is None else (kept[probe], found)
 
-    def within_budget(self, codes: np.ndarray, max_entries: int) -> np.ndarray:
+    def within_budget(self, codes: np.ndarray, max_entries: int, weight: np.ndarray | None = None) -> np.ndarray:
         """Which probes to look up (bool [n]) so that they read at most
         `max_entries` table entries: all of them when they fit, else those of
         the smallest lists first.  A code shared by many entries is the least
         telling (chance hits grow with the catalog, a true hit is one entry),
         so a query over a huge catalog keeps its most selective probes and a
-        bounded time and memory.  The side index of added codes (at most
-        1/SIDE_FRACTION of the table) is not counted."""
+        bounded time and memory.  `weight` (float [n], default 1): how many
+        times its list's size a probe counts in that order (a probe less
+        likely to hold the match counts more); what it reads counts once.
+        The side index of added codes (at most 1/SIDE_FRACTION of the table)
+        is not counted."""
         codes = np.asarray(codes, np.uint64)
         if self._table is None:
             return np.ones(len(codes), bool)
         cost = self._table.cost(codes)
         if int(cost.sum()) <= max_entries:
             return np.ones(len(codes), bool)
-        order = np.argsort(cost, kind="stable")
+        order = np.argsort(cost if weight is None else cost * weight, kind="stable")
         keep = np.zeros(len(codes), bool)
         keep[order[np.cumsum(cost[order]) <= max_entries]] = True
         return keep

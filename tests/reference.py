@@ -133,8 +133,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     = query - shift), the span scaled by any factor in [span_lo, span_hi],
     and each level difference of either sign when it is within `tie_db` of 0,
     as long as some three levels have that loudness order.
-    Returns (codes, owner), one probe per (triplet, code)."""
-    codes, owner = [], []
+    Returns (codes, owner, detour), one probe per (triplet, code); detour:
+    the fields in another cell than the query's own value's, plus the
+    loudness signs other than the query's."""
+    codes, owner, detour = [], [], []
     radix = _radix(n_r, n_df, n_fb, n_sb)
     dv = np.asarray(dv, np.float64).reshape(-1, 3)
     bits = _louder(dv)
@@ -147,10 +149,13 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
                                np.log2(span[i] * span_hi / min_span) / span_oct, n_sb)
         sign_options = [(0, 1) if abs(dv[i, k]) < tie_db else (bits[i, k],) for k in range(3)]
         orders = [o for o in itertools.product(*sign_options) if o in POSSIBLE_ORDERS]
+        own = (_cell(xr[i], n_r), _cell(xd2[i], n_df), _cell(xd3[i], n_df))
         for cell in itertools.product(r_cells, d2_cells, d3_cells, fb_cells, sb_cells, orders):
             codes.append(np.ravel_multi_index(cell[:5] + cell[5], radix))
             owner.append(i)
-    return np.array(codes, np.uint64), np.array(owner, np.int64)
+            detour.append(sum(int(c != o) for c, o in zip(cell[:3], own))
+                          + sum(int(s != b) for s, b in zip(cell[5], bits[i])))
+    return np.array(codes, np.uint64), np.array(owner, np.int64), np.array(detour, np.uint8)
 
 
 def line_votes(tq, tr, speed, offset, tol):

@@ -125,7 +125,7 @@ def test_table_on_real_codes_and_query_probes(catalog_dir):
     index = HashIndex(cfg.hash_cardinality, batch.codes, ids)
     y, sr = load_clip("flare_cave_theme")
     q = features.query_triplets(resample(y[5 * sr: 15 * sr], sr, cfg.sample_rate), cfg)
-    probes, _ = features.query_probes(q, cfg, MatchConfig())
+    probes, *_ = features.query_probes(q, cfg, MatchConfig())
     expected = _oracle(batch.codes, ids, probes)
     assert len(expected[0]) > 1000
     _assert_same(index.lookup(probes), expected)
@@ -246,6 +246,26 @@ def test_a_bounded_lookup_keeps_the_probes_of_the_smallest_lists(n, distinct):
     kept = np.flatnonzero(keep)
     ep, eids = _oracle(codes, ids, probes[kept])
     _assert_same((p, found), (kept[ep], eids))  # positions still refer to the whole probe array
+
+
+def test_a_bounded_lookup_counts_each_probe_s_list_times_its_weight_in_the_order():
+    rng = np.random.default_rng(8)
+    pool, codes, ids = _random_entries(rng, 300_000, 100_000)
+    index = HashIndex(CARD, codes, ids)
+    probes = _probes(rng, pool)
+    cost = index._table.cost(probes)
+    weight = np.where(rng.random(len(probes)) < 0.5, 10.0, 1.0)
+    budget = int(cost.sum()) // 3
+    keep = index.within_budget(probes, budget, weight)
+    assert cost[keep].sum() <= budget  # what a probe reads counts once
+    eff = cost * weight
+    assert eff[keep].max() <= eff[~keep].min()
+    np.testing.assert_array_equal(index.within_budget(probes, budget, np.ones(len(probes))),
+                                  index.within_budget(probes, budget))
+    p, found = index.lookup(probes, budget, weight)
+    kept = np.flatnonzero(keep)
+    ep, eids = _oracle(codes, ids, probes[kept])
+    _assert_same((p, found), (kept[ep], eids))
 
 
 def test_list_sizes_come_from_the_table_image_when_it_holds_them_all():
