@@ -428,6 +428,7 @@ def _stages(rs: list[dict]) -> dict:
     out = {k: round(float(np.mean([r["stages_ms"].get(k, 0.0) for r in rs])), 1) for k in REPORTED}
     return out | {"n": len(rs), "elapsed_ms": round(float(np.mean([r["elapsed_ms"] for r in rs])), 1),
                   "wide_pass_share": round(float(np.mean(["wide.search" in r["stages_ms"] for r in rs])), 3),
+                  "out_of_catalog_share": round(float(np.mean([not r["in_catalog"] for r in rs])), 3),
                   **{f"#{k}": int(np.mean([r["counts"].get(k, 0) for r in rs])) for k in COUNTED}}
 
 
@@ -485,6 +486,37 @@ def compact(result: dict) -> dict:
     return result | {"runs": runs}
 
 
+def _why_p99(p50: dict, p99: dict, name: str) -> str:
+    """Where the p50 and the p99 queries of one side spend their time, in words."""
+    def share(x: dict, k: str) -> str:
+        return f"{x[k]:,.0f} ms ({100 * x[k] / max(x['elapsed_ms'], 1e-9):.0f}%)"
+
+    return (f"{name}: the queries around p50 ({p50['elapsed_ms']:,.0f} ms) ran the wide pass in "
+            f"{100 * p50['wide_pass_share']:.0f}% of cases; their unit-speed pass took {share(p50, 'narrow.search')}: "
+            f"lookup {share(p50, 'narrow.lookup')}, gathering hits {share(p50, 'narrow.gather')} "
+            f"({p50['#narrow.entries']:,} entries read, {p50['#narrow.hits']:,} hits kept), alignment "
+            f"{share(p50, 'narrow.align')}, verification {share(p50, 'narrow.verify')}. The queries from p97 "
+            f"({p99['elapsed_ms']:,.0f} ms; {100 * p99['out_of_catalog_share']:.0f}% of them out of the catalog) ran "
+            f"the wide pass in {100 * p99['wide_pass_share']:.0f}% of cases: unit-speed pass "
+            f"{share(p99, 'narrow.search')}, wide pass {share(p99, 'wide.search')}: lookup {share(p99, 'wide.lookup')}, "
+            f"gathering {share(p99, 'wide.gather')} ({p99['#wide.entries']:,} entries read, {p99['#wide.hits']:,} "
+            f"hits kept: the whole range of speed and pitch drops far fewer), alignment {share(p99, 'wide.align')}.")
+
+
+def expand(saved: dict) -> dict:
+    """A saved (compact) result with each run's records as dicts again."""
+    runs = []
+    for r in saved["runs"]:
+        records = []
+        for row in r["rows"]:
+            x = dict(zip(r["columns"], row))
+            records.append({k: v for k, v in x.items() if k[:3] != "ms:" and k[:1] != "#"}
+                           | {"stages_ms": {k[3:]: v for k, v in x.items() if k[:3] == "ms:" and v is not None},
+                              "counts": {k[1:]: v for k, v in x.items() if k[:1] == "#" and v is not None}})
+        runs.append({k: v for k, v in r.items() if k not in ("columns", "rows")} | {"records": records})
+    return {k: v for k, v in saved.items() if k != "summary"} | {"runs": runs}
+
+
 def markdown(result: dict, summary: dict) -> str:
     p = result["parameters"]
     env = result["environment"]
@@ -538,6 +570,7 @@ def markdown(result: dict, summary: dict) -> str:
                                                      ("A", "stages_from_p97"), ("B", "stages_from_p97")))
     for k in REPORTED + ("elapsed_ms", "wide_pass_share") + tuple(f"#{c}" for c in COUNTED):
         lines.append(f"| {k} | " + " | ".join(f"{x[k]:,}" for x in (a50, b50, a99, b99)) + " |")
+    lines += ["", _why_p99(a50, a99, "A"), "", _why_p99(b50, b99, "B")]
     lines += ["", "## A and B run by run", "", "| run | load | " + " | ".join(
         f"{b / 1e6:g} M p50 / p99 ms" for b in p["budgets"]) + " |", "|---|---|" + "---|" * len(p["budgets"])]
     for r in result["runs"]:
@@ -564,8 +597,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--head", default=None, help="the commit measured as B (default: this tree as it is)")
     ap.add_argument("--rounds", type=int, default=2, help="A B pairs")
     ap.add_argument("--out", type=Path, default=RESULTS / "query_profile.json")
+    ap.add_argument("--report", type=Path, default=None, help="print (and write beside it) the markdown of a "
+                                                               "saved result again")
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # one measuring process
     a = ap.parse_args(argv)
+    if a.report:
+        saved = json.loads(a.report.read_text())
+        text = markdown(expand(saved), summarize(expand(saved)))
+        a.report.with_suffix(".md").write_text(text)
+        print(text)
+        return
     a.base = a.base or subprocess.run(["git", "merge-base", "main", "HEAD"], cwd=REPO, capture_output=True,
                                       text=True, check=True).stdout.strip()
     ladder_rung, ladder_queries = ladder_paths()
