@@ -473,7 +473,7 @@ def query_probe_codes(eng: engine.Engine, wavs: list[bytes]) -> list[np.ndarray]
     out = []
     for w in wavs:
         y = audio.decode_audio(w, eng.config.sample_rate)
-        codes, _ = features.query_probes(features.query_triplets(y, eng.config), eng.config, MatchConfig())
+        codes, *_ = features.query_probes(features.query_triplets(y, eng.config), eng.config, MatchConfig())
         out.append(codes)
     return out
 

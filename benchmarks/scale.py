@@ -399,7 +399,7 @@ def lookup_hits(y: np.ndarray, counts: np.ndarray, cfg: FeatureConfig, mcfg: Mat
     peaks = features.query_peaks(y, cfg, mcfg)
     out = {}
     for name, fanout, m in (("narrow", mcfg.query_fanout, mcfg.narrowed()), ("wide", mcfg.wide_query_fanout, mcfg)):
-        probes, _ = features.query_probes(features.peak_triplets(peaks, cfg, fanout), cfg, m)
+        probes, *_ = features.query_probes(features.peak_triplets(peaks, cfg, fanout), cfg, m)
         out[name] = int(counts[probes.astype(np.int64)].sum())
     return out
 

@@ -173,7 +173,9 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     speeds (span scales by [span_lo, span_hi]), and level differences within
     `tie_db` of zero, whose sign may have flipped.
 
-    Returns (codes, owner): owner[k] is the query triplet of probe k.
+    Returns (codes, owner, detour): owner[k] is the query triplet of probe
+    k; detour[k] how many of its invariant fields are a neighbour's cell
+    and not their own, plus how many loudness signs it flips.
     """
     n = len(xr)
     cr = np.empty(3, np.int64)
@@ -183,8 +185,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     max_sb = int(np.ceil(np.log2(span_hi / span_lo) / span_oct)) + 2
     cap = n * 27 * max_fb * max_sb * 8
     orders = np.empty(8, np.int64)
+    flips = np.empty(8, np.uint8)
     codes = np.empty(cap, np.uint64)
     owner = np.empty(cap, np.int64)
+    detour = np.empty(cap, np.uint8)
     k = 0
     for i in range(n):
         nr = _cells(xr[i], margin, n_r, cr)
@@ -204,6 +208,7 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
             # Flip only near-tied signs; orders 2 and 5 are cyclic: impossible.
             if (flip & ~ties) == 0 and o != 2 and o != 5:
                 orders[n_ord] = o
+                flips[n_ord] = (flip & 1) + ((flip >> 1) & 1) + ((flip >> 2) & 1)
                 n_ord += 1
         for a in range(nr):
             for b in range(n2):
@@ -213,8 +218,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
                             for o in range(n_ord):
                                 codes[k] = _pack(cr[a], c2[b], c3[c], fb, sb, orders[o], n_df, n_fb, n_sb)
                                 owner[k] = i
+                                # _cells gives a value's own cell first.
+                                detour[k] = (a > 0) + (b > 0) + (c > 0) + flips[o]
                                 k += 1
-    return codes[:k], owner[:k]
+    return codes[:k], owner[:k], detour[:k]
 
 
 @nb.jit(**_JIT)
@@ -308,3 +315,135 @@ def scatter_entries(codes, ids, k, code_size, start, sizes, filled, image):
         for b in range(8):
             image[at + b] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
     return len(codes)
+
+
+def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, time_bits,
+                pitch_per_bin, max_pitch, sr_lo, sr_hi):
+    """Join lookup results with their query triplets and keep the hits a
+    searched speed and pitch may explain.
+
+    probe, ids : lookup results (ids packed as index.pack_ids packs them,
+    with the given field widths); owner[probe] is the query triplet i whose
+    anchor time, frequency and span are t1[i], f1[i], span[i].  A hit is kept
+    when its track is not set in `removed` (numbers past its end are not),
+    its pitch (query anchor bin less reference's, times `pitch_per_bin`) is
+    within +-`max_pitch`, and its reference span in half frames (the id's
+    own field) within [sr_lo[i], sr_hi[i]].
+    Returns (track, tq, tr, sq, sr, pitch) of the hits kept, in their order.
+    """
+    n = len(ids)
+    if len(removed) == 0:
+        removed = np.zeros(1, np.bool_)
+    last = len(removed) - 1
+    span_mask = (1 << span_bits) - 1
+    freq_mask = (1 << freq_bits) - 1
+    track_shift = span_bits + freq_bits + time_bits
+    # Without branches (whether a hit is kept is a coin toss to the CPU):
+    # every position is written, the count moves on for those kept.
+    at = np.empty(n, np.int64)
+    k = 0
+    for j in range(n):
+        x = ids[j]
+        i = owner[probe[j]]
+        s = x & span_mask
+        track = x >> track_shift
+        shift = (f1[i] - ((x >> span_bits) & freq_mask) * 0.5) * pitch_per_bin
+        ok = (s >= sr_lo[i]) & (s <= sr_hi[i]) & (abs(shift) <= max_pitch)
+        ok &= ~((track <= last) & removed[min(track, last)])
+        at[k] = j
+        k += ok
+    time_mask = (1 << time_bits) - 1
+    track_out = np.empty(k, np.int64)
+    tq = np.empty(k, t1.dtype)
+    tr = np.empty(k, np.float64)
+    sq = np.empty(k, span.dtype)
+    sr = np.empty(k, np.float64)
+    pitch = np.empty(k, np.float64)
+    for m in range(k):
+        x = ids[at[m]]
+        i = owner[probe[at[m]]]
+        track_out[m] = x >> track_shift
+        tq[m] = t1[i]
+        tr[m] = ((x >> (span_bits + freq_bits)) & time_mask) * 0.5
+        sq[m] = span[i]
+        sr[m] = (x & span_mask) * 0.5
+        pitch[m] = (f1[i] - ((x >> span_bits) & freq_mask) * 0.5) * pitch_per_bin
+    return track_out, tq, tr, sq, sr, pitch
+
+
+@nb.jit(**_JIT)
+def _id_at(image, words, q):
+    """The little-endian int64 at byte q of `image` (`words`: its whole
+    8-byte words): one or two aligned loads, bytes at the very end."""
+    w = q >> 3
+    r = q & 7
+    if r == 0:
+        return np.int64(words[w])
+    if w + 1 < len(words):
+        return np.int64((words[w] >> np.uint64(8 * r)) | (words[w + 1] << np.uint64(64 - 8 * r)))
+    v = np.int64(0)
+    for b in range(8):
+        v |= np.int64(image[q + b]) << (8 * b)
+    return v
+
+
+@nb.jit(**_JIT)
+def list_lookup(image, coarse, stride, sizes, code_size, lists, stored):
+    """Exact lookups in inverted lists laid out as FAISS serialises them:
+    list l holds sizes[l] entries, their stored codes (code_size bytes
+    each), then their ids (8 bytes each, little-endian, unaligned); the
+    lists follow one another in `image`, list c * stride starting at byte
+    coarse[c].  Probe p reads list lists[p] (none when negative) and keeps,
+    in list order, its entries whose stored code begins with the bytes
+    stored[p] ([n, m], m <= code_size; m may be less, even 0, where the
+    other bytes are zero on both sides).
+
+    Returns (lims [n + 1], ids): probe p's ids are ids[lims[p]:lims[p + 1]].
+    """
+    n = len(lists)
+    starts = np.empty(n, np.int64)
+    lims = np.zeros(n + 1, np.int64)
+    for p in range(n):
+        l = lists[p]
+        found = 0
+        if l >= 0:
+            at = coarse[l // stride]
+            for j in range(l - l % stride, l):
+                at += np.int64(sizes[j]) * (code_size + 8)
+            starts[p] = at
+            for e in range(np.int64(sizes[l])):
+                same = True
+                for b in range(stored.shape[1]):
+                    same &= image[at + e * code_size + b] == stored[p, b]
+                found += same
+        lims[p + 1] = lims[p] + found
+    words = image[: len(image) // 8 * 8].view(np.uint64)
+    ids = np.empty(lims[n], np.int64)
+    for p in range(n):
+        l = lists[p]
+        k = lims[p]
+        if k == lims[p + 1]:
+            continue
+        at = starts[p]
+        size = np.int64(sizes[l])
+        first = at + size * code_size
+        if lims[p + 1] - k == size and first + 8 * size + 8 <= len(words) * 8:
+            # The whole list (always so when each list holds one code): its
+            # ids from aligned words, shifted into place.
+            w = first >> 3
+            r = np.uint64(8 * (first & 7))
+            if r == 0:
+                for e in range(size):
+                    ids[k + e] = np.int64(words[w + e])
+            else:
+                for e in range(size):
+                    ids[k + e] = np.int64((words[w + e] >> r) | (words[w + e + 1] << (np.uint64(64) - r)))
+            continue
+        for e in range(size):
+            same = True
+            for b in range(stored.shape[1]):
+                same &= image[at + e * code_size + b] == stored[p, b]
+            if same:
+                ids[k] = _id_at(image, words, first + 8 * e)
+                k += 1
+    return lims, ids

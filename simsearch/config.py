@@ -170,6 +170,12 @@ class MatchConfig:
     # most shared codes are left out (HashIndex.within_budget).  A 10 s query
     # reads ~0.2 M entries per pass on a 3.5 h catalog; hits grow with it.
     max_lookup_entries: int = 4_000_000
+    # Which probes the bound keeps: the smallest lists first, each probe's
+    # list counted this many times as long for each of its fields probed in
+    # a neighbouring cell (probe_margin) and each loudness sign flipped
+    # (tie_db): such a probe holds a true match's triplet less often than
+    # the query's own cells do.  1: by list size alone.
+    probe_detour_cost: float = 10.0
     # A match off unit speed and pitch (beyond these tolerances) needed the
     # wide search, whose many (speed, pitch) hypotheses reach higher scores by
     # chance: its score is the aligned hits less `off_unit_penalty`.

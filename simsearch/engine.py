@@ -462,8 +462,8 @@ class Engine:
         """One lookup, alignment and verification pass; every verified
         candidate, best first.  Call under the read lock."""
         cfg = self.config
-        codes, owner = features.query_probes(q, cfg, mcfg)
-        probe, ids = self.index.lookup(codes, mcfg.max_lookup_entries)
+        codes, owner, detour = features.query_probes(q, cfg, mcfg)
+        probe, ids = self.index.lookup(codes, mcfg.max_lookup_entries, mcfg.probe_detour_cost ** detour.astype(float))
         hits = matching.gather_hits(q, owner, probe, ids, cfg, mcfg, self._removed_mask)
         cands = matching.align_hits(hits, cfg, mcfg, n_samples / cfg.hop)
         duration = n_samples / cfg.sample_rate

@@ -192,8 +192,11 @@ def reference_codes(tr: Triplets, cfg: FeatureConfig) -> np.ndarray:
                         cfg.span_bands)
 
 
-def query_probes(tr: Triplets, cfg: FeatureConfig, mcfg: MatchConfig) -> tuple[np.ndarray, np.ndarray]:
-    """All codes to look up for the query's triplets; (codes, owner triplet)."""
+def query_probes(tr: Triplets, cfg: FeatureConfig,
+                 mcfg: MatchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All codes to look up for the query's triplets: (codes, owner triplet,
+    detour: how many of the probe's fields or loudness signs are not the
+    query's own; see _kernels.probe_codes)."""
     # A query peak at f_q came from f_r = f_q - shift, |shift| <= max_pitch
     # semitones (plus a bin of slack for the peak's own jitter).
     hi = mcfg.max_pitch * cfg.bins_per_octave / 12.0 + 1.0

@@ -4,8 +4,11 @@ The catalog's codes are held by a `faiss.IndexBinaryIVF` used as an exact
 hash table: the inverted list of a code is its low `k` bits, the code FAISS
 stores is its remaining high bits (one byte at the default configuration),
 and a lookup reads the probe's list and keeps the entries whose stored code
-equals the probe's (`range_search_preassigned`, Hamming distance 0; the
-quantizer is never asked).  `k` grows with the catalog so that a list holds
+equals the probe's.  The lookup reads the lists FAISS maps in place (kernel
+`list_lookup`): what FAISS's `range_search_preassigned` with Hamming radius 1
+and the list as the assignment returns, in its order (the tests compare the
+two), in a third to a sixth of its time, as it skips the distance
+computations, the result buffers and their copies.  `k` grows with the catalog so that a list holds
 about `list_target` entries (default config.LIST_TARGET = 16): few to scan
 per probe, few lists to pay for (`table_layout`).  It stops at the bits the
 hash uses (21 at the default configuration, reached at ~33 M entries, ~290
@@ -15,7 +18,8 @@ catalog.
 The lists are laid out once, contiguously, in FAISS's own serialised form in
 an anonymous in-memory file, and FAISS maps them (`IO_FLAG_MMAP`, which reads
 them as an `OnDiskInvertedLists` over that memory).  An entry costs its 8-byte
-hit id and its code byte; a list costs 24 bytes, plus 8 in the file.  The
+hit id and its code byte; a list costs 24 bytes, plus 8 in the file (and
+1/8 byte for where it starts, `LIST_STRIDE`).  The
 alternatives cost more: `IndexBinaryHash` ~19 bytes per entry and ~140 per
 distinct code (its buckets are std::vectors in a hash map), in-memory
 `ArrayInvertedLists` 160 bytes per list.  See benchmarks/lookups.py.
@@ -81,6 +85,9 @@ PAGE_BYTES = 4096
 # Entries a table gives back at a time when it is compacted (~100 bytes each
 # while they are decoded).
 PART_ENTRIES = 1 << 20
+# A lookup finds its list in the image from where every LIST_STRIDE-th list
+# starts (8 bytes per LIST_STRIDE lists) and the sizes of those before it.
+LIST_STRIDE = 64
 
 
 def pack_ids(track: np.ndarray, t1: np.ndarray, f1: np.ndarray, span: np.ndarray) -> np.ndarray:
@@ -125,9 +132,11 @@ def _as_binary(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype="<u8").view(np.uint8).reshape(-1, 8)
 
 
-def _probes_of(lims: np.ndarray) -> np.ndarray:
-    """Probe position of each result of a FAISS range search, from its lims."""
-    return np.repeat(np.arange(len(lims) - 1, dtype=np.int64), np.diff(lims).astype(np.int64))
+def _probes_of(lims: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+    """Probe position of each result of a range search, from its lims (or
+    positions[probe], when given)."""
+    at = np.arange(len(lims) - 1, dtype=np.int64) if positions is None else positions
+    return np.repeat(at, np.diff(lims).astype(np.int64))
 
 
 # -- the table ------------------------------------------------------------------
@@ -160,9 +169,10 @@ class TableLayout:
 
     def memory_bytes(self) -> int:
         """Resident bytes of the table, computed: each list's header and
-        size, each entry's stored code and id (the fixed header of the
-        mapped file, ~100 bytes, left out)."""
-        return self.nlist * (LIST_HEADER_BYTES + 8) + self.entries * (self.code_size + 8)
+        size, where every LIST_STRIDE-th list starts, each entry's stored
+        code and id (the fixed header of the mapped file, ~100 bytes, left out)."""
+        return (self.nlist * (LIST_HEADER_BYTES + 8) + -(-self.nlist // LIST_STRIDE) * 8
+                + self.entries * (self.code_size + 8))
 
 
 def _code_bits(cardinality: int) -> int:
@@ -376,7 +386,8 @@ class _ListTable:
     """Exact code -> ids lookup in a FAISS IndexBinaryIVF over mapped, contiguous lists (read-only)."""
 
     def __init__(self, layout: TableLayout, path: str, sizes_at: int, data_at: int, sizes: np.ndarray):
-        """The table whose image (laid out by TableBuilder) is the file at `path`."""
+        """The table whose image (laid out by TableBuilder) is the file at
+        `path`, mapped through FAISS, its lists indexed for lookups."""
         self.layout, self.bits, self.ntotal = layout, layout.bits, layout.entries
         self.k, self.code_size, self.nlist = layout.k, layout.code_size, layout.nlist
         self._sizes_at, self._data_at = sizes_at, data_at
@@ -393,6 +404,12 @@ class _ListTable:
             self.sizes = img[self._sizes_at + 12: self._data_at].view("<u8")
         else:
             self.sizes = sizes.astype(np.uint32)
+        # Where every LIST_STRIDE-th list starts in the image (a lookup adds
+        # the sizes of the few lists before its own), and the bytes of a
+        # stored code that can differ from a probe's in the list it reads.
+        block = np.asarray(sizes, np.int64) * (self.code_size + 8)
+        self._coarse = (self._data_at + np.cumsum(block) - block)[::LIST_STRIDE].copy()
+        self._compared = math.ceil((self.bits - self.k) / 8)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(list [n] int64, stored code bytes [n, code_size]) of each code."""
@@ -405,11 +422,15 @@ class _ListTable:
         return faiss.rev_swig_ptr(self._lists.ptr, self._lists.totsize)
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(lims [n + 1], ids): the ids equal to codes[i] are ids[lims[i]:lims[i + 1]]."""
+        """(lims [n + 1], ids): the ids equal to codes[i] are ids[lims[i]:lims[i + 1]].
+
+        The lists FAISS maps are read in place (kernel list_lookup): what
+        FAISS's range_search_preassigned (Hamming distance 0) returns, in its
+        order, at a fraction of its time (benchmarks/results/query_profile.md)."""
         lists, stored = self._split(codes)
-        lists[codes >> np.uint64(self.bits) != 0] = -1  # wider than any stored code: FAISS skips list -1
-        lims, _, found = self.faiss.range_search_preassigned(stored, 1, lists.reshape(-1, 1), None)
-        return lims, found
+        lists[codes >> np.uint64(self.bits) != 0] = -1  # wider than any stored code: no list
+        return K.list_lookup(self._mapped(), self._coarse, LIST_STRIDE, self.sizes, self.code_size, lists,
+                             np.ascontiguousarray(stored[:, : self._compared]))
 
     def cost(self, codes: np.ndarray) -> np.ndarray:
         """Entries a lookup of each code reads (its list's size; 0 for codes wider than any stored)."""
@@ -441,7 +462,7 @@ class _ListTable:
 
     def memory_bytes(self) -> int:
         own = 0 if self.sizes.base is not None else self.sizes.nbytes
-        return self.nlist * LIST_HEADER_BYTES + self.file_bytes + own
+        return self.nlist * LIST_HEADER_BYTES + self.file_bytes + own + self._coarse.nbytes
 
 
 # -- the index --------------------------------------------------------------------
@@ -503,19 +524,21 @@ class HashIndex:
         self._added.add_with_ids(_as_binary(codes), ids)
         self._added_parts.append((codes, ids))
 
-    def lookup(self, codes: np.ndarray, max_entries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, codes: np.ndarray, max_entries: int | None = None,
+               weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored entry whose code equals one of `codes`.
 
         Returns (probe, ids): probe[k] is the position in `codes` that found
         ids[k].  Results come probe by probe, each probe's in the order the
-        entries were added.  `max_entries` bounds the work: see `within_budget`.
+        entries were added.  `max_entries` bounds the work: see `within_budget`
+        (and its `weight`).
         """
         codes = np.asarray(codes, np.uint64)
         if len(codes) == 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         kept = None  # positions of the probes looked up, when not all
         if max_entries is not None:
-            mask = self.within_budget(codes, max_entries)
+            mask = self.within_budget(codes, max_entries, weight)
             if not mask.all():
                 kept = np.flatnonzero(mask)
                 codes = codes[kept]
@@ -527,26 +550,28 @@ class HashIndex:
             lims, _, found = self._added.range_search(_as_binary(codes), 1)
             parts.append((lims, found))
         if len(parts) == 1:
-            probe, found = _probes_of(parts[0][0]), parts[0][1]
-        else:
-            probe, found = _interleave(*parts[0], *parts[1])
+            return _probes_of(parts[0][0], kept), parts[0][1]
+        probe, found = _interleave(*parts[0], *parts[1])
         return (probe, found) if kept is None else (kept[probe], found)
 
-    def within_budget(self, codes: np.ndarray, max_entries: int) -> np.ndarray:
+    def within_budget(self, codes: np.ndarray, max_entries: int, weight: np.ndarray | None = None) -> np.ndarray:
         """Which probes to look up (bool [n]) so that they read at most
         `max_entries` table entries: all of them when they fit, else those of
         the smallest lists first.  A code shared by many entries is the least
         telling (chance hits grow with the catalog, a true hit is one entry),
         so a query over a huge catalog keeps its most selective probes and a
-        bounded time and memory.  The side index of added codes (at most
-        1/SIDE_FRACTION of the table) is not counted."""
+        bounded time and memory.  `weight` (float [n], default 1): how many
+        times its list's size a probe counts in that order (a probe less
+        likely to hold the match counts more); what it reads counts once.
+        The side index of added codes (at most 1/SIDE_FRACTION of the table)
+        is not counted."""
         codes = np.asarray(codes, np.uint64)
         if self._table is None:
             return np.ones(len(codes), bool)
         cost = self._table.cost(codes)
         if int(cost.sum()) <= max_entries:
             return np.ones(len(codes), bool)
-        order = np.argsort(cost, kind="stable")
+        order = np.argsort(cost if weight is None else cost * weight, kind="stable")
         keep = np.zeros(len(codes), bool)
         keep[order[np.cumsum(cost[order]) <= max_entries]] = True
         return keep

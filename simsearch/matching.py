@@ -25,7 +25,7 @@ import numpy as np
 from . import _kernels as K
 from .config import FeatureConfig, MatchConfig
 from .features import Peaks, Triplets
-from .index import marked, unpack_ids
+from .index import FREQ_BITS, SPAN_BITS, TIME_BITS
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class Hits:
         return len(self.track)
 
 
+# Relative: far wider than the rounding of log2 and exp2, far narrower than a
+# half frame of span.
+_BOUND_SLACK = 1e-9
+
+
 def span_log_speed(sr: np.ndarray, sq: np.ndarray) -> np.ndarray:
     """The speed a hit implies by itself: log2 of reference span over query span."""
     return np.log2(np.maximum(sr, 0.25) / sq)
@@ -72,18 +77,26 @@ def span_log_speed(sr: np.ndarray, sq: np.ndarray) -> np.ndarray:
 def gather_hits(q: Triplets, owner: np.ndarray, probe: np.ndarray, ids: np.ndarray,
                 cfg: FeatureConfig, mcfg: MatchConfig, removed: np.ndarray | None = None) -> Hits:
     """Join lookup results with the query triplets and drop hits whose own span
-    ratio or anchor frequency rules out every speed and pitch searched."""
-    qi = owner[probe]
-    track, tr, fr, sr = unpack_ids(ids)
-    tq, fq, sq = q.t1[qi], q.f1[qi], q.span[qi]
-    pitch = (fq - fr) * (12.0 / cfg.bins_per_octave)
+    ratio or anchor frequency rules out every speed and pitch searched, or
+    whose track `removed` marks."""
+    lo, hi = np.log2(mcfg.min_speed), np.log2(mcfg.max_speed)
+    # The span of a hit is known to about a frame: allow that much error
+    # (slack, below).  The kernel takes the speeds as the reference spans, in
+    # half frames, that each query triplet accepts, a hair more than that:
+    # numpy's log2 and the kernel's differ in the last bit now and then, so
+    # numpy's test on the hits the kernel keeps decides, as before.
+    span = np.asarray(q.span, np.float64)
+    sr_lo = np.floor(2 * span * np.exp2(lo - 1.0 / span) * (1 - _BOUND_SLACK)).astype(np.int64)
+    sr_hi = np.ceil(2 * span * np.exp2(hi + 1.0 / span) * (1 + _BOUND_SLACK)).astype(np.int64)
+    track, tq, tr, sq, sr, pitch = K.gather_hits(
+        np.asarray(probe, np.int64), np.asarray(ids, np.int64), np.asarray(owner, np.int64), q.t1, q.f1, q.span,
+        np.zeros(0, bool) if removed is None else removed, SPAN_BITS, FREQ_BITS, TIME_BITS,
+        12.0 / cfg.bins_per_octave, mcfg.max_pitch + mcfg.pitch_tol, sr_lo, sr_hi)
     log_speed = span_log_speed(sr, sq)
-    # The span of a hit is known to about a frame: allow that much error.
     slack = 1.0 / sq
-    ok = (log_speed >= np.log2(mcfg.min_speed) - slack) & (log_speed <= np.log2(mcfg.max_speed) + slack)
-    ok &= np.abs(pitch) <= mcfg.max_pitch + mcfg.pitch_tol
-    ok &= ~marked(track, removed)
-    return Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok], log_speed[ok])
+    ok = (log_speed >= lo - slack) & (log_speed <= hi + slack)
+    h = Hits(track, tq, tr, sq, sr, pitch, log_speed)
+    return h if ok.all() else h.take(ok)
 
 
 def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: float) -> list[Candidate]:
@@ -92,12 +105,11 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
         return []
     tmid = 0.5 * query_frames
     log_speed = np.clip(h.log_speed, np.log2(mcfg.min_speed), np.log2(mcfg.max_speed))
-    tracks, centres = _promising_tracks(h, log_speed, tmid, mcfg)
+    tracks, centres, theirs = _promising_tracks(h, log_speed, tmid, mcfg)
     fs = cfg.frame_seconds
     tol = mcfg.align_tol_s / fs
-    # Sort once by track so that each candidate's hits are one slice.
-    order = np.argsort(h.track, kind="stable")
-    hs = h.take(order)
+    # Their hits sorted by track, so that each candidate's hits are one slice.
+    hs = h.take(theirs[np.argsort(h.track[theirs], kind="stable")])
     lo = np.searchsorted(hs.track, tracks, side="left")
     hi = np.searchsorted(hs.track, tracks, side="right")
     out = []
@@ -110,34 +122,41 @@ def align_hits(h: Hits, cfg: FeatureConfig, mcfg: MatchConfig, query_frames: flo
 
 
 def _promising_tracks(h: Hits, log_speed: np.ndarray, tmid: float, mcfg: MatchConfig,
-                      coarse: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+                      coarse: float = 8.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tracks whose hits pile up in one coarse cell of reference time at the
     query's middle, each hit projected there with its own span-ratio speed.
     Cheap and tolerant, so the exact Hough vote runs on few tracks.
 
-    Returns the tracks, best first, and for each the median log2 speed of the
-    hits in its best cell (where to centre the exact search).
+    Returns the tracks, best first; for each the median log2 speed of the
+    hits in its best cell (where to centre the exact search); and the
+    positions of their hits in `h`, in order.
     """
     cell = np.floor((h.tr + 2.0**log_speed * (tmid - h.tq)) / coarse).astype(np.int64)
     key = (h.track << 24) + (cell + (1 << 23))
-    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    keys, counts = np.unique(key, return_counts=True)
     # A line near a cell edge splits in two: count each cell with its right neighbour.
-    nxt = np.searchsorted(keys, keys + 1)
-    has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
-    pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
-    track = keys >> 24
-    order = np.lexsort((-pair, track))
-    first = order[np.unique(track[order], return_index=True)[1]]  # best cell of each track
+    has = np.zeros(len(keys), bool)
+    has[:-1] = keys[1:] == keys[:-1] + 1
+    pair = counts.copy()
+    pair[:-1] += np.where(has[:-1], counts[1:], 0)
     # The coarse count is nearly an upper bound of the final score: tracks well
     # under the decision threshold are not worth the exact vote.
-    keep = pair[first] >= max(3.0, 0.7 * mcfg.min_hit_score)
-    first = first[keep]
+    good = np.flatnonzero(pair >= max(3.0, 0.7 * mcfg.min_hit_score))
+    track = keys[good] >> 24
+    # The best cell of each track: its largest pair, the first (lowest cell) of ties.
+    order = np.lexsort((-pair[good], track))
+    first = good[order[np.unique(track[order], return_index=True)[1]]]
     first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
+    tracks = keys[first] >> 24
+    lut = np.zeros(int(h.track.max()) + 1, bool)
+    lut[tracks] = True
+    theirs = np.flatnonzero(lut[h.track])
+    mine = key[theirs]
     centres = np.empty(len(first))
     for k, c in enumerate(first):
-        sel = (inverse == c) | (inverse == nxt[c]) & has[c]
-        centres[k] = np.median(log_speed[sel])
-    return track[first], centres
+        sel = (mine == keys[c]) | (mine == keys[c] + 1) & has[c]
+        centres[k] = np.median(log_speed[theirs[sel]])
+    return tracks, centres, theirs
 
 
 def _speed_grid(centre: float, mcfg: MatchConfig, tol: float, half_span: float,

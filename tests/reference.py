@@ -133,8 +133,10 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
     = query - shift), the span scaled by any factor in [span_lo, span_hi],
     and each level difference of either sign when it is within `tie_db` of 0,
     as long as some three levels have that loudness order.
-    Returns (codes, owner), one probe per (triplet, code)."""
-    codes, owner = [], []
+    Returns (codes, owner, detour), one probe per (triplet, code); detour:
+    the fields in another cell than the query's own value's, plus the
+    loudness signs other than the query's."""
+    codes, owner, detour = [], [], []
     radix = _radix(n_r, n_df, n_fb, n_sb)
     dv = np.asarray(dv, np.float64).reshape(-1, 3)
     bits = _louder(dv)
@@ -147,10 +149,13 @@ def probe_codes(xr, xd2, xd3, f1, span, dv, n_r, n_df, f1_band, n_fb, min_span, 
                                np.log2(span[i] * span_hi / min_span) / span_oct, n_sb)
         sign_options = [(0, 1) if abs(dv[i, k]) < tie_db else (bits[i, k],) for k in range(3)]
         orders = [o for o in itertools.product(*sign_options) if o in POSSIBLE_ORDERS]
+        own = (_cell(xr[i], n_r), _cell(xd2[i], n_df), _cell(xd3[i], n_df))
         for cell in itertools.product(r_cells, d2_cells, d3_cells, fb_cells, sb_cells, orders):
             codes.append(np.ravel_multi_index(cell[:5] + cell[5], radix))
             owner.append(i)
-    return np.array(codes, np.uint64), np.array(owner, np.int64)
+            detour.append(sum(int(c != o) for c, o in zip(cell[:3], own))
+                          + sum(int(s != b) for s, b in zip(cell[5], bits[i])))
+    return np.array(codes, np.uint64), np.array(owner, np.int64), np.array(detour, np.uint8)
 
 
 def line_votes(tq, tr, speed, offset, tol):
@@ -221,3 +226,47 @@ def scatter_entries(codes, ids, k, code_size, start, sizes, filled, image):
         image[start[lists] + sizes[lists] * code_size + rank * 8 + b] = id_bytes[:, b]
     filled += np.bincount(lists, minlength=len(filled))
     return n
+
+
+def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, time_bits,
+                pitch_per_bin, max_pitch, sr_lo, sr_hi):
+    """The lookup results (ids unpacked field by field) joined with their
+    query triplets i = owner[probe], less the hits of tracks `removed` marks,
+    whose pitch (query anchor bin less the reference's, times
+    `pitch_per_bin`) is beyond +-`max_pitch`, or whose reference span in half
+    frames lies outside [sr_lo[i], sr_hi[i]].  Returns (track, tq, tr, sq, sr, pitch)."""
+    ids = np.asarray(ids, np.int64)
+    track = ids >> (span_bits + freq_bits + time_bits)
+    tr = ((ids >> (span_bits + freq_bits)) % (1 << time_bits)) / 2
+    fr = ((ids >> span_bits) % (1 << freq_bits)) / 2
+    half_spans = ids % (1 << span_bits)
+    qi = np.asarray(owner)[np.asarray(probe)]
+    tq, fq, sq = t1[qi], f1[qi], span[qi]
+    pitch = (fq - fr) * pitch_per_bin
+    ok = ~np.isin(track, np.flatnonzero(removed)) & (np.abs(pitch) <= max_pitch)
+    ok &= (half_spans >= sr_lo[qi]) & (half_spans <= sr_hi[qi])
+    return track[ok], tq[ok], tr[ok], sq[ok], half_spans[ok] / 2, pitch[ok]
+
+
+def list_lookup(image, coarse, stride, sizes, code_size, lists, stored):
+    """The entries of each probe's list (lists[p]; none when negative) whose
+    stored code begins with stored[p], in list order: list l holds sizes[l]
+    entries, their codes (code_size bytes each) then their ids (8 bytes,
+    little-endian); the lists follow one another, list c * stride starting
+    at byte coarse[c].  Returns (lims, ids) as a range search does."""
+    image = np.asarray(image, np.uint8)
+    block = np.asarray(sizes, np.int64) * (code_size + 8)
+    before = np.cumsum(block) - block  # bytes of the lists before each, from the first
+    lims, found = [0], []
+    for p, l in enumerate(np.asarray(lists)):
+        if l < 0:
+            lims.append(lims[-1])
+            continue
+        start = coarse[l // stride] + before[l] - before[l - l % stride]
+        n = int(sizes[l])
+        codes = image[start: start + n * code_size].reshape(n, code_size)[:, : stored.shape[1]]
+        ids = image[start + n * code_size: start + n * (code_size + 8)].copy().view("<i8")
+        keep = ids[(codes == stored[p]).all(axis=1)]
+        found.append(keep)
+        lims.append(lims[-1] + len(keep))
+    return np.array(lims, np.int64), np.concatenate(found or [np.zeros(0, np.int64)]).astype(np.int64)

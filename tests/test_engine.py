@@ -133,10 +133,10 @@ def test_a_query_s_lookups_stay_within_its_budget(engine, monkeypatch):
     read = []
     lookup = engine.index.lookup
 
-    def counting(codes, max_entries=None):
-        keep = engine.index.within_budget(codes, max_entries) if max_entries is not None else slice(None)
+    def counting(codes, max_entries=None, weight=None):
+        keep = engine.index.within_budget(codes, max_entries, weight) if max_entries is not None else slice(None)
         read.append(int(engine.index._table.cost(codes)[keep].sum()))
-        return lookup(codes, max_entries)
+        return lookup(codes, max_entries, weight)
 
     monkeypatch.setattr(engine.index, "lookup", counting)
     full = engine.query_samples(x, MatchConfig(early_exit_score=1e9))

@@ -102,7 +102,7 @@ def test_pipeline_on_arbitrary_signals(y):
     codes = features.reference_codes(tr, CFG)
     assert codes.dtype == np.uint64 and codes.shape == (len(tr),)
     assert np.all(codes < CFG.hash_cardinality)
-    probes, owner = features.query_probes(tr, CFG, MCFG)
+    probes, owner, _ = features.query_probes(tr, CFG, MCFG)
     assert probes.dtype == np.uint64 and len(probes) == len(owner)
     assert np.all(probes < CFG.hash_cardinality)
     assert set(owner.tolist()) == set(range(len(tr)))

@@ -127,7 +127,7 @@ def test_table_on_real_codes_and_query_probes(catalog_dir):
     index = HashIndex(cfg.hash_cardinality, batch.codes, ids)
     y, sr = load_clip("flare_cave_theme")
     q = features.query_triplets(resample(y[5 * sr: 15 * sr], sr, cfg.sample_rate), cfg)
-    probes, _ = features.query_probes(q, cfg, MatchConfig())
+    probes, *_ = features.query_probes(q, cfg, MatchConfig())
     expected = _oracle(batch.codes, ids, probes)
     assert len(expected[0]) > 1000
     _assert_same(index.lookup(probes), expected)
@@ -135,6 +135,29 @@ def test_table_on_real_codes_and_query_probes(catalog_dir):
     before.add_with_ids(np.ascontiguousarray(batch.codes, "<u8").view(np.uint8).reshape(-1, 8), ids)
     lims, _, found = before.range_search(np.ascontiguousarray(probes, "<u8").view(np.uint8).reshape(-1, 8), 1)
     np.testing.assert_array_equal(found, expected[1])
+
+
+@pytest.mark.parametrize("n, distinct, list_target", [
+    (500, 50, 16),               # 2^5 lists, 2-byte stored codes
+    (20_000, 3000, 16),          # 2^11 lists, 2-byte stored codes
+    (300_000, 100_000, 16),      # 2^15 lists, 1-byte stored codes
+    (1_200_000, 200_000, 1),     # a list per code value: no byte compared (as from ~290 h)
+])
+def test_table_lookup_is_faiss_range_search_preassigned(n, distinct, list_target):
+    """The lists read in place give what FAISS's own search of them gives, in its order."""
+    rng = np.random.default_rng(n)
+    pool, codes, ids = _random_entries(rng, n, distinct)
+    table = HashIndex(CARD, codes, ids, list_target)._table
+    assert (table.k == BITS) == (list_target == 1)
+    probes = np.concatenate([_probes(rng, pool), pool[rng.integers(0, distinct, 5000)],
+                             np.array([CARD - 1 + (1 << BITS)], np.uint64)])  # wider than any code
+    lists, stored = table._split(probes)
+    lists[probes >> np.uint64(BITS) != 0] = -1
+    lims, _, found = table.faiss.range_search_preassigned(stored, 1, lists.reshape(-1, 1), None)
+    got_lims, got = table.lookup(probes)
+    np.testing.assert_array_equal(got_lims, lims)
+    np.testing.assert_array_equal(got, found)
+    assert len(found) > len(probes)
 
 
 def test_table_in_a_temporary_file_where_memfd_is_missing(monkeypatch, tmp_path):
@@ -243,7 +266,8 @@ def test_table_memory_is_nine_bytes_an_entry_and_32_a_list():
     index = HashIndex(CARD, codes, ids)
     lists = 1 << index._table.k
     assert 200_000 / lists <= index_module.LIST_TARGET  # lists of at most ~16 entries
-    assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32, abs=1000)
+    coarse = lists // index_module.LIST_STRIDE * 8  # where every LIST_STRIDE-th list starts
+    assert index.memory_bytes() == pytest.approx(200_000 * 9 + lists * 32 + coarse, abs=1000)
     assert index.memory_bytes() == pytest.approx(index_module.table_layout(200_000, BITS).memory_bytes(), abs=1000)
 
 
@@ -295,6 +319,26 @@ def test_a_bounded_lookup_keeps_the_probes_of_the_smallest_lists(n, distinct):
     kept = np.flatnonzero(keep)
     ep, eids = _oracle(codes, ids, probes[kept])
     _assert_same((p, found), (kept[ep], eids))  # positions still refer to the whole probe array
+
+
+def test_a_bounded_lookup_counts_each_probe_s_list_times_its_weight_in_the_order():
+    rng = np.random.default_rng(8)
+    pool, codes, ids = _random_entries(rng, 300_000, 100_000)
+    index = HashIndex(CARD, codes, ids)
+    probes = _probes(rng, pool)
+    cost = index._table.cost(probes)
+    weight = np.where(rng.random(len(probes)) < 0.5, 10.0, 1.0)
+    budget = int(cost.sum()) // 3
+    keep = index.within_budget(probes, budget, weight)
+    assert cost[keep].sum() <= budget  # what a probe reads counts once
+    eff = cost * weight
+    assert eff[keep].max() <= eff[~keep].min()
+    np.testing.assert_array_equal(index.within_budget(probes, budget, np.ones(len(probes))),
+                                  index.within_budget(probes, budget))
+    p, found = index.lookup(probes, budget, weight)
+    kept = np.flatnonzero(keep)
+    ep, eids = _oracle(codes, ids, probes[kept])
+    _assert_same((p, found), (kept[ep], eids))
 
 
 def test_list_sizes_come_from_the_table_image_when_it_holds_them_all():

@@ -15,6 +15,7 @@ from audio_tools import chirp, tone, tone_sequence
 from simsearch import _kernels as K
 from simsearch import features
 from simsearch.config import FeatureConfig, MatchConfig
+from simsearch.index import FREQ_BITS, SPAN_BITS, TIME_BITS, pack_ids
 
 CFG = FeatureConfig()
 MCFG = MatchConfig()
@@ -271,16 +272,15 @@ def test_hash_codes_match_reference_on_tones_and_chirp():
 
 # -- probe_codes --------------------------------------------------------------
 
-def _pairs(codes, owner):
-    return set(zip(np.asarray(owner).tolist(), np.asarray(codes).tolist()))
+def _pairs(codes, owner, detour):
+    return set(zip(np.asarray(owner).tolist(), np.asarray(codes).tolist(), np.asarray(detour).tolist()))
 
 
 def _assert_same_probes(fields, probe_range):
-    codes, owner = K.probe_codes(*fields, *_hash_args(), *probe_range)
-    want_codes, want_owner = R.probe_codes(*fields, *_hash_args(), *probe_range)
-    got = _pairs(codes, owner)
+    codes, owner, detour = K.probe_codes(*fields, *_hash_args(), *probe_range)
+    got = _pairs(codes, owner, detour)
     assert len(got) == len(codes), "a code is probed twice for one triplet"
-    assert got == _pairs(want_codes, want_owner)
+    assert got == _pairs(*R.probe_codes(*fields, *_hash_args(), *probe_range))
     assert set(owner.tolist()) == set(range(len(fields[0])))
 
 
@@ -316,8 +316,8 @@ def test_probes_cover_every_code_a_matching_reference_triplet_carries():
     # level difference moves by less than tie_db.
     levels = _random_levels(rng, n)
     dv = _level_differences(levels)
-    codes, owner = K.probe_codes(xr, xd2, xd3, f1, span, dv, *_hash_args(), *_probe_range())
-    probes = _pairs(codes, owner)
+    codes, owner, _ = K.probe_codes(xr, xd2, xd3, f1, span, dv, *_hash_args(), *_probe_range())
+    probes = set(zip(owner.tolist(), codes.tolist()))
     ref_dv = _level_differences(levels + jitter(tie_db / 2, (n, 3)))
     ref = K.hash_codes(xr + jitter(margin), xd2 + jitter(margin), xd3 + jitter(margin),
                        f1 - rng.uniform(f1_lo, f1_hi, n), span * rng.uniform(span_lo, span_hi, n),
@@ -333,7 +333,7 @@ def test_near_tied_peaks_probe_every_loudness_order(levels):
     reference: all six orders of three distinct levels must be probed."""
     dv = _level_differences(np.array([levels]))
     fields = (np.array([5.5]), np.array([10.5]), np.array([12.5]), np.array([60.0]), np.array([12.0]), dv)
-    codes, _ = K.probe_codes(*fields, *_hash_args(), *_probe_range())
+    codes, *_ = K.probe_codes(*fields, *_hash_args(), *_probe_range())
     every_order = set()
     for perm in itertools.permutations([-21.0, -20.0, -19.0]):
         every_order |= set(K.hash_codes(*fields[:5], _level_differences(np.array([perm])), *_hash_args()).tolist())
@@ -494,3 +494,86 @@ def test_scatter_entries_property(k, code_size, n, parts, seed):
     rng = np.random.default_rng(seed)
     codes, ids, sizes, start, taken, size = _scatter_case(rng, n, k, code_size, room=1)
     _assert_same_scatter(codes, ids, k, code_size, start, sizes, taken, size, parts)
+
+
+# -- gather_hits ----------------------------------------------------------------
+
+def _lookup_results(rng, n, n_triplets=300, n_tracks=50):
+    """Query triplets (t1, f1, span as peak_triplets makes them) and lookup
+    results naming random reference triplets, some at the searched range's
+    edges: a reference span or frequency equal to the query's, spans of a
+    quarter frame or none."""
+    t1 = np.sort(rng.uniform(0, 300, n_triplets))
+    f1 = rng.integers(0, 144, n_triplets) + rng.uniform(-0.49, 0.49, n_triplets)
+    span = rng.uniform(3, 60, n_triplets)
+    owner = rng.integers(0, n_triplets, 3 * n_triplets)
+    probe = np.sort(rng.integers(0, len(owner), n))
+    qi = owner[probe]
+    sr = np.where(rng.random(n) < 0.2, span[qi], span[qi] * np.exp2(rng.uniform(-0.6, 0.6, n)))
+    sr[rng.random(n) < 0.02] = 0.0
+    fr = np.where(rng.random(n) < 0.2, f1[qi], f1[qi] + rng.uniform(-20, 20, n))
+    ids = pack_ids(rng.integers(0, n_tracks, n), rng.uniform(0, 5000, n), np.clip(fr, 0, 200), sr)
+    return probe, ids, owner, t1, f1, span
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mcfg", [MCFG, MCFG.narrowed()], ids=["wide", "narrow"])
+def test_gather_hits_match_reference(seed, mcfg):
+    rng = np.random.default_rng(seed)
+    probe, ids, owner, t1, f1, span = _lookup_results(rng, 20000)
+    removed = rng.random(60) < 0.2  # numbers past its end (none here) are kept
+    sr_lo = np.floor(2 * span * mcfg.min_speed * np.exp2(-1 / span)).astype(np.int64)
+    sr_hi = np.ceil(2 * span * mcfg.max_speed * np.exp2(1 / span)).astype(np.int64)
+    args = (probe, ids, owner, t1, f1, span, removed[: 40 if seed else 60], SPAN_BITS, FREQ_BITS, TIME_BITS,
+            12.0 / CFG.bins_per_octave, mcfg.max_pitch + mcfg.pitch_tol, sr_lo, sr_hi)
+    got, want = K.gather_hits(*args), R.gather_hits(*args)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    assert 0 < len(got[0]) < len(ids)
+
+
+def test_gather_hits_of_nothing():
+    none = np.zeros(0, np.int64)
+    out = K.gather_hits(none, none, none, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool),
+                        SPAN_BITS, FREQ_BITS, TIME_BITS, 1 / 3, 5.5, none, none)
+    assert [len(a) for a in out] == [0] * 6
+
+
+# -- list_lookup ----------------------------------------------------------------
+
+def _list_image(rng, nlist, code_size, mean_size, values=3):
+    """Random inverted lists (a few distinct stored codes each) laid out one
+    after the other behind a header of odd length, ids unaligned."""
+    sizes = rng.poisson(mean_size, nlist).astype(np.int64)
+    sizes[rng.random(nlist) < 0.2] = 0
+    head = int(rng.integers(1, 50))
+    image = [rng.integers(0, 256, head, dtype=np.uint8)]
+    for n in sizes:
+        image.append(rng.integers(0, values, (n, code_size), dtype=np.uint8).ravel())
+        image.append(rng.integers(0, 1 << 62, n, dtype=np.int64).view(np.uint8))
+    block = sizes * (code_size + 8)
+    return np.concatenate(image), head + np.cumsum(block) - block, sizes
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("code_size, compared, stride", [(1, 1, 64), (1, 0, 64), (2, 2, 3), (3, 1, 1)])
+def test_list_lookup_matches_reference(seed, code_size, compared, stride):
+    rng = np.random.default_rng(seed)
+    image, starts, sizes = _list_image(rng, 300, code_size, 6.0)
+    lists = rng.integers(-1, 300, 500)  # -1: no list
+    lists[-1] = np.flatnonzero(sizes)[-1]  # the last entry of the image
+    stored = np.ascontiguousarray(rng.integers(0, 3, (500, code_size), dtype=np.uint8)[:, :compared])
+    coarse = starts[::stride].copy()
+    for size_type in (np.uint64, np.uint32):
+        got = K.list_lookup(image, coarse, stride, sizes.astype(size_type), code_size, lists, stored)
+        want = R.list_lookup(image, coarse, stride, sizes, code_size, lists, stored)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert 0 < len(got[1]) and (compared == 0 or len(got[1]) < sizes[lists[lists >= 0]].sum())
+
+
+def test_list_lookup_of_nothing():
+    image, starts, sizes = _list_image(np.random.default_rng(0), 4, 1, 2.0)
+    lims, ids = K.list_lookup(image, starts, 1, sizes, 1, np.zeros(0, np.int64), np.zeros((0, 1), np.uint8))
+    assert lims.tolist() == [0] and len(ids) == 0

@@ -10,7 +10,7 @@ import pytest
 from simsearch import features, matching
 from simsearch.config import FeatureConfig, MatchConfig
 from simsearch.features import Triplets
-from simsearch.index import pack_ids
+from simsearch.index import marked, pack_ids, unpack_ids
 
 CFG = FeatureConfig()
 MCFG = MatchConfig()
@@ -134,6 +134,84 @@ def test_gather_hits_joins_and_filters():
     np.testing.assert_allclose(h.pitch, [0.0, 3 * 12 / CFG.bins_per_octave])
     # Without the removed mask, the removed track's hit comes back.
     assert sorted(matching.gather_hits(q, owner, probe, ids, CFG, MCFG).track.tolist()) == [4, 5, 9]
+
+
+def _gather_oracle(q, owner, probe, ids, cfg, mcfg, removed):
+    """gather_hits as numpy alone writes it: every field unpacked, every test on every hit."""
+    qi = owner[probe]
+    track, tr, fr, sr = unpack_ids(ids)
+    tq, fq, sq = q.t1[qi], q.f1[qi], q.span[qi]
+    pitch = (fq - fr) * (12.0 / cfg.bins_per_octave)
+    log_speed = matching.span_log_speed(sr, sq)
+    ok = (log_speed >= np.log2(mcfg.min_speed) - 1.0 / sq) & (log_speed <= np.log2(mcfg.max_speed) + 1.0 / sq)
+    ok &= (np.abs(pitch) <= mcfg.max_pitch + mcfg.pitch_tol) & ~marked(track, removed)
+    return matching.Hits(track[ok], tq[ok], tr[ok], sq[ok], sr[ok], pitch[ok], log_speed[ok])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mcfg", [MCFG, MCFG.narrowed()], ids=["wide", "narrow"])
+@pytest.mark.parametrize("slack", [None, 0.05], ids=["kernel", "wide_kernel"])
+def test_gather_hits_keeps_exactly_what_numpy_keeps(monkeypatch, seed, mcfg, slack):
+    """Hits at the searched range's very edges, where the kernel's log2 and
+    numpy's may round apart: the same hits, the same values.  With a kernel
+    far looser than numpy (slack 0.05), numpy's test alone decides."""
+    if slack is not None:
+        monkeypatch.setattr(matching, "_BOUND_SLACK", slack)
+    rng = np.random.default_rng(seed)
+    n_tr, n = 400, 50_000
+    q = Triplets(xr=np.zeros(n_tr), xd2=np.zeros(n_tr), xd3=np.zeros(n_tr), t1=rng.uniform(0, 300, n_tr),
+                 f1=rng.integers(0, 144, n_tr) + rng.uniform(-0.49, 0.49, n_tr), span=rng.uniform(3, 60, n_tr),
+                 dv=np.zeros((n_tr, 3), np.float32))
+    owner = rng.integers(0, n_tr, 1000)
+    probe = np.sort(rng.integers(0, 1000, n))
+    qi = owner[probe]
+    # Reference spans on the speed range's edges (to half a frame, as stored), and beside them.
+    edge = q.span[qi] * rng.choice([mcfg.min_speed, mcfg.max_speed, 1.0], n) * np.exp2(rng.choice([-1, 1], n) / q.span[qi])
+    sr = np.round(2 * edge) / 2 + rng.choice([-0.5, 0.0, 0.5], n)
+    fr = q.f1[qi] + rng.uniform(-1.5, 1.5, n) * (mcfg.max_pitch + mcfg.pitch_tol) * CFG.bins_per_octave / 12
+    ids = pack_ids(rng.integers(0, 30, n), rng.uniform(0, 5000, n), np.clip(fr, 0, 200), np.clip(sr, 0, 120))
+    removed = np.zeros(25, bool)
+    removed[[3, 17]] = True
+    got = matching.gather_hits(q, owner, probe, ids, CFG, mcfg, removed)
+    want = _gather_oracle(q, owner, probe, ids, CFG, mcfg, removed)
+    assert 0 < len(want) < n
+    for k in ("track", "tq", "tr", "sq", "sr", "pitch", "log_speed"):
+        np.testing.assert_array_equal(getattr(got, k), getattr(want, k))
+
+
+def _promising_oracle(h, log_speed, tmid, mcfg, coarse=8.0):
+    """_promising_tracks over every (track, cell) with an inverse map: the
+    tracks, best first, and the median log2 speed of each one's best cell pair."""
+    cell = np.floor((h.tr + 2.0**log_speed * (tmid - h.tq)) / coarse).astype(np.int64)
+    keys, inverse, counts = np.unique((h.track << 24) + (cell + (1 << 23)), return_inverse=True, return_counts=True)
+    nxt = np.searchsorted(keys, keys + 1)
+    has = (nxt < len(keys)) & (keys[np.minimum(nxt, len(keys) - 1)] == keys + 1)
+    pair = counts + np.where(has, counts[np.minimum(nxt, len(keys) - 1)], 0)
+    track = keys >> 24
+    order = np.lexsort((-pair, track))
+    first = order[np.unique(track[order], return_index=True)[1]]
+    first = first[pair[first] >= max(3.0, 0.7 * mcfg.min_hit_score)]
+    first = first[np.argsort(-pair[first], kind="stable")][: mcfg.max_candidates]
+    centres = [np.median(log_speed[(inverse == c) | (inverse == nxt[c]) & has[c]]) for c in first]
+    return track[first], np.array(centres)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_promising_tracks_are_the_best_cells_of_all(seed):
+    """Many tracks with lines of a few hits (ties between tracks and between
+    cells), more than max_candidates of them over the bar."""
+    rng = np.random.default_rng(seed)
+    query_frames = 10.0 / FS
+    parts = [_line_hits(rng, t, int(rng.integers(2, 9)), rng.uniform(0.8, 1.25), rng.uniform(0, 9000), 0.0,
+                        query_frames, jitter=3.0) for t in range(60)]
+    h = _hits(*parts, _random_hits(rng, np.arange(200), 20_000, query_frames))
+    log_speed = np.clip(h.log_speed, np.log2(MCFG.min_speed), np.log2(MCFG.max_speed))
+    tracks, centres, theirs = matching._promising_tracks(h, log_speed, 0.5 * query_frames, MCFG)
+    want_tracks, want_centres = _promising_oracle(h, log_speed, 0.5 * query_frames, MCFG)
+    assert len(want_tracks) == MCFG.max_candidates
+    np.testing.assert_array_equal(tracks, want_tracks)
+    np.testing.assert_array_equal(centres, want_centres)
+    np.testing.assert_array_equal(theirs, np.flatnonzero(np.isin(h.track, tracks)))
 
 
 def test_a_stray_hit_on_the_line_does_not_stretch_the_matched_range():
