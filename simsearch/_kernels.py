@@ -317,6 +317,7 @@ def scatter_entries(codes, ids, k, code_size, start, sizes, filled, image):
     return len(codes)
 
 
+@nb.jit(**_JIT)
 def gather_hits(probe, ids, owner, t1, f1, span, removed, span_bits, freq_bits, time_bits,
                 pitch_per_bin, max_pitch, sr_lo, sr_hi):
     """Join lookup results with their query triplets and keep the hits a

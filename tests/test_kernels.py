@@ -577,3 +577,17 @@ def test_list_lookup_of_nothing():
     image, starts, sizes = _list_image(np.random.default_rng(0), 4, 1, 2.0)
     lims, ids = K.list_lookup(image, starts, 1, sizes, 1, np.zeros(0, np.int64), np.zeros((0, 1), np.uint8))
     assert lims.tolist() == [0] and len(ids) == 0
+
+
+def test_every_kernel_is_compiled():
+    """Each function of the kernel module is a numba dispatcher: a kernel
+    that lost its decorator still gives the right answers, in pure Python,
+    ten times slower."""
+    import inspect
+
+    import numba
+
+    plain = [name for name, fn in inspect.getmembers(K, inspect.isfunction) if fn.__module__ == K.__name__]
+    assert plain == []
+    compiled = [name for name, fn in vars(K).items() if isinstance(fn, numba.core.registry.CPUDispatcher)]
+    assert {"gather_hits", "list_lookup", "scatter_entries", "spectral_peaks"} <= set(compiled)
