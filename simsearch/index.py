@@ -223,16 +223,6 @@ def _entry_offsets(sizes: np.ndarray, code_size: int, data_at: int) -> tuple[np.
     return at + rank * code_size, at + np.repeat(sizes * code_size, sizes) + rank * 8
 
 
-def _image_sizes(image: np.ndarray, nlist: int, sizes_at: int, data_at: int) -> np.ndarray:
-    """The list sizes a table's image holds (either form)."""
-    table = image[sizes_at + 12: data_at].view("<u8").astype(np.int64)
-    if bytes(image[sizes_at: sizes_at + 4]) == b"full":
-        return table
-    sizes = np.zeros(nlist, np.int64)
-    sizes[table[0::2]] = table[1::2]
-    return sizes
-
-
 class _MemoryFile:
     """A file of `size` bytes (zeros) that lives in memory: a memfd on Linux,
     whose pages stay for as long as someone maps them; elsewhere a temporary
@@ -442,7 +432,7 @@ class _ListTable:
         parts of whole lists, of about `part_entries` (or one list)."""
         img = self._mapped()
         cs = self.code_size
-        sizes = _image_sizes(img, self.nlist, self._sizes_at, self._data_at)
+        sizes = np.asarray(self.sizes, np.int64)
         before = np.cumsum(sizes) - sizes  # entries of the lists before each
         first = 0
         while first < self.nlist:
