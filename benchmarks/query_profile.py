@@ -175,7 +175,7 @@ def catalog_sources(eng) -> list[str]:
 
 def measure(rung: Path, queries: Path, length_s: float, budgets: list[int], limit: int | None,
             out_path: Path) -> None:
-    """Open `rung`, then query each `length_s` excerpt of `queries` at every
+    """Open `rung`, then query each `length_s` excerpt (0: every one) of `queries` at every
     bound in `budgets` (the order rotated from query to query); the records
     go to `out_path` (JSON)."""
     import faiss
@@ -188,7 +188,7 @@ def measure(rung: Path, queries: Path, length_s: float, budgets: list[int], limi
 
     faiss.omp_set_num_threads(1)
     samples, offsets, meta = load_queries(queries)
-    picked = [i for i, m in enumerate(meta) if m["length_s"] == length_s][:limit]
+    picked = [i for i, m in enumerate(meta) if m["length_s"] == length_s or not length_s][:limit]
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
     resource.setrlimit(resource.RLIMIT_DATA, (rss_bytes("VmData") + MEMORY_LIMIT, hard))
     t0 = time.perf_counter()
@@ -423,6 +423,10 @@ def expand(saved: dict) -> dict:
     return {k: v for k, v in saved.items() if k != "summary"} | {"runs": runs}
 
 
+def _lengths(p: dict) -> str:
+    return f"{p['length_s']:g} s" if p["length_s"] else "5, 10 and 15 s"
+
+
 def markdown(result: dict, summary: dict) -> str:
     p = result["parameters"]
     env = result["environment"]
@@ -430,7 +434,7 @@ def markdown(result: dict, summary: dict) -> str:
     d = str(p["default_budget"])
     loads = ", ".join(f"{r['side']}{r['round']} {r['load_1min'][0]:.2f}-{r['load_1min'][1]:.2f}" for r in result["runs"])
     lines = [
-        f"# Query profile: {p['length_s']:g} s queries on the {Path(p['rung']).name} rung",
+        f"# Query profile: {_lengths(p)} queries on the {Path(p['rung']).name} rung",
         "",
         f"{result['date']}, commit {(p.get('head_commit') or str(env.get('git_commit')))[:10]} (B) against "
         f"{p['base_commit'][:10]} "
@@ -439,34 +443,41 @@ def markdown(result: dict, summary: dict) -> str:
         "alternately under the same conditions).",
         "",
         "Command: `nice -n 5 .venv/bin/python -m benchmarks.query_profile` "
-        f"(`--rounds {p['rounds']} --budgets {','.join(f'{b / 1e6:g}' for b in p['budgets'])} --base {p['base'][:10]}"
+        f"(`--length {p['length_s']:g} --rounds {p['rounds']} --budgets {','.join(f'{b / 1e6:g}' for b in p['budgets'])} --base {p['base'][:10]}"
         + (f" --head {p['head_commit'][:10]}" if p.get("head_commit") else "") + "`). "
         f"Queries: the scale ladder's {side['B'][d]['accuracy']['catalog'] + side['B'][d]['accuracy']['out_of_catalog']} "
-        f"{p['length_s']:g} s excerpts (benchmarks.scale: catalog and out-of-catalog tracks; clean, MP3 64k, pink "
+        f"{_lengths(p)} excerpts (benchmarks.scale: catalog and out-of-catalog tracks; clean, MP3 64k, pink "
         "noise 10 dB), each queried at every bound in turn (the order rotated from query to query), in a fresh "
         "process per run that opens the rung once; threshold T = "
         f"{p['threshold']:g}, as the ladder's. Times in process (`QueryResult.elapsed_ms`), every stage timed by "
         "wrapping the engine's functions (`Stages`).",
         "",
-        "## The bound alone: recall, false alarms and time against `max_lookup_entries`",
+        "## Recall, false alarms and time against `max_lookup_entries`",
         "",
-        "| entries a pass reads | recall@1 | false alarms | p50 ms A / B | p99 ms A / B | wide pass run | load A / B |",
+        "| entries a pass reads | recall@1 A / B | false alarms A / B | p50 ms A / B | p99 ms A / B | wide pass run (B) "
+        "| load A / B |",
         "|---|---|---|---|---|---|---|",
     ]
     for b in p["budgets"]:
         a_, b_ = side["A"][str(b)], side["B"][str(b)]
-        acc = b_["accuracy"]
-        lines.append(f"| {b / 1e6:g} M | {100 * acc['recall_at_1']:.1f}% ({acc['catalog']}) | {acc['false_alarms']} "
-                     f"of {acc['out_of_catalog']} | {a_['latency']['p50_ms']:,.0f} / {b_['latency']['p50_ms']:,.0f} | "
+        acc, acc_a = b_["accuracy"], a_["accuracy"]
+        lines.append(f"| {b / 1e6:g} M | {100 * acc_a['recall_at_1']:.1f}% / {100 * acc['recall_at_1']:.1f}% "
+                     f"(of {acc['catalog']}) | {acc_a['false_alarms']} / {acc['false_alarms']} "
+                     f"(of {acc['out_of_catalog']}) | {a_['latency']['p50_ms']:,.0f} / {b_['latency']['p50_ms']:,.0f} | "
                      f"{a_['latency']['p99_ms']:,.0f} / {b_['latency']['p99_ms']:,.0f} | "
                      f"{100 * b_['stages_p40_p60']['wide_pass_share']:.0f}% of p40-p60, "
                      f"{100 * b_['stages_from_p97']['wide_pass_share']:.0f}% from p97 | "
                      f"{a_['latency']['load_1min_mean']:.2f} / {b_['latency']['load_1min_mean']:.2f} |")
     same = all(not v["differing"] for v in summary["answers"].values())
-    lines += ["", "Recall and false alarms are the same for A and B: " + (
+    lines += ["", "Answers of A and B: " + (
         "every query's top match and score are identical in every run of both." if same else
-        "NOT so: queries whose answers differ: " + "; ".join(f"{int(b) / 1e6:g} M: {v['differing']}"
-                                                                  for b, v in summary["answers"].items() if v["differing"]))]
+        "queries whose top match or score differ between A and B (or between runs), of "
+        f"{next(iter(summary['answers'].values()))['queries']}: " + ", ".join(
+            f"{len(v['differing'])} at {int(b) / 1e6:g} M" for b, v in summary["answers"].items())
+        + " (their numbers in the JSON's summary.answers)."),
+        "", "Recall@1: catalog excerpts whose top match is their own track at >= T; false alarms: out-of-catalog "
+        "excerpts with any match >= T (matches to a distractor made from the excerpt's own track left out, as in "
+        "the ladder). A's figures are what the bound alone gives: it keeps the probes of the smallest lists."]
     lines += ["", f"## Where the time goes at the default bound ({int(d) / 1e6:g} M entries a pass)", "",
               "Mean ms per stage over the queries between the 40th and 60th percentiles of time (p50) and from "
               "the 97th (p99); A before, B after. Lookup includes the bound (`budget`) and FAISS's search or the "
@@ -494,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rung", type=Path, help=f"index directory (default: the ladder's {RUNG_NAME} rung, "
                                               "as benchmarks/results/scale.json's run left it)")
     ap.add_argument("--queries", type=Path, help="prepared queries (default: that run's)")
-    ap.add_argument("--length", type=float, default=LENGTH_S, help="the queries' length, seconds")
+    ap.add_argument("--length", type=float, default=LENGTH_S, help="the queries' length, seconds (0: all)")
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS_M),
                     help="max_lookup_entries to measure, millions")
     ap.add_argument("--limit", type=int, default=None, help="only the first N queries of the length")
@@ -504,12 +515,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2, help="A B pairs")
     ap.add_argument("--out", type=Path, default=RESULTS / "query_profile.json")
     ap.add_argument("--report", type=Path, default=None, help="print (and write beside it) the markdown of a "
-                                                               "saved result again")
+                                                               "saved result again, and lay its JSON out again")
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # one measuring process
     a = ap.parse_args(argv)
     if a.report:
         saved = json.loads(a.report.read_text())
         text = markdown(expand(saved), summarize(expand(saved)))
+        write_json(a.report, saved)
         a.report.with_suffix(".md").write_text(text)
         print(text)
         return
@@ -523,12 +535,23 @@ def main(argv: list[str] | None = None) -> None:
     result = run(a)
     summary = summarize(result)
     text = markdown(result, summary)
-    out = compact(result) | {"summary": summary}
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, compact(result) | {"summary": summary})
     a.out.with_suffix(".md").write_text(text)
     print(text)
+
+
+def write_json(path: Path, out: dict) -> None:
+    """Indented JSON with each query's row on one line (stage times to 0.1 ms),
+    through a temporary file."""
+    rows = [[[round(v, 1) if c.startswith("ms:") and v is not None else v for c, v in zip(r["columns"], row)]
+             for row in r["rows"]] for r in out["runs"]]
+    body = out | {"runs": [r | {"rows": f"@ROWS{i}@"} for i, r in enumerate(out["runs"])]}
+    text = json.dumps(body, indent=1)
+    for i, rs in enumerate(rows):
+        text = text.replace(f'"@ROWS{i}@"', "[\n" + ",\n".join("    " + json.dumps(row) for row in rs) + "\n   ]")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
