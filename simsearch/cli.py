@@ -204,7 +204,8 @@ def _cmd_query(args) -> int:
             for m in res.matches:
                 print(f"{path}\t{m.track_id}\tscore {m.score:.1f}\t{m.kind}\tquery {m.query_start:.2f}-{m.query_end:.2f} s"
                       f"\tref {m.ref_start:.2f}-{m.ref_end:.2f} s\tspeed {m.speed:.3f}\tpitch {m.pitch_semitones:+.2f}"
-                      f"\t({res.elapsed_ms:.1f} ms)", flush=True)
+                      + "".join(f"\talso ref {r.ref_start:.2f}-{r.ref_end:.2f} s" for r in m.repeats)
+                      + f"\t({res.elapsed_ms:.1f} ms)", flush=True)
     return 1 if failures else 0
 
 

@@ -203,6 +203,11 @@ class MatchConfig:
     verify_min_window_s: float = 6.0
     verify_local_s: float = 2.0
     min_hit_score: float = 1.0
+    # A match also reports up to `max_repeats` other ranges of its catalog
+    # track that the query's matched range aligns with at the same speed and
+    # pitch (a passage the track repeats: a chorus, a loop), each verified
+    # like a match and reported when it scores at least `min_score`.
+    max_repeats: int = 3
     # Locating a returned match: its reference peaks are looked for among the
     # dense maxima within locate_tol_s and locate_tol_semitones.  Chance is
     # the rate of such maxima at the peak's frequency within

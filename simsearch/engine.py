@@ -50,6 +50,18 @@ class TrackInfo:
 
 
 @dataclass(frozen=True)
+class Repeat:
+    """Another range of a match's catalog track that the query's matched
+    range aligns with, at the match's speed and pitch, with its own score."""
+    ref_start: float
+    ref_end: float
+    score: float
+
+    def to_json(self) -> dict:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
 class Match:
     track_id: str
     score: float
@@ -61,10 +73,18 @@ class Match:
     pitch_semitones: float
     kind: str
     hits: np.ndarray = field(repr=False, compare=False)
+    # Shifts (s) of the alignment's parallel lines, unverified (matching.Candidate).
+    repeat_shifts: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # Where else the catalog track holds the passage (a repeated chorus, a
+    # loop), verified, best first; ref ranges disjoint from this match's.
+    repeats: tuple[Repeat, ...] = ()
 
     def to_json(self, with_hits: bool = False) -> dict:
-        d = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items() if k != "hits"}
+        d = {k: (round(getattr(self, k), 3) if isinstance(getattr(self, k), float) else getattr(self, k))
+             for k in ("track_id", "score", "query_start", "query_end", "ref_start", "ref_end", "speed",
+                       "pitch_semitones", "kind")}
         d["speed"] = round(self.speed, 4)
+        d["repeats"] = [r.to_json() for r in self.repeats]
         if with_hits:
             d["hits"] = np.round(self.hits, 3).tolist()
         return d
@@ -438,6 +458,7 @@ class Engine:
             matches = [m for m in matches if m.score >= mcfg.min_score][: mcfg.top_k]
             if mcfg.locate:
                 matches = [self._located(m, maxima, n_frames, duration, mcfg) for m in matches]
+            matches = [self._with_repeats(m, near, counts, mcfg) for m in matches]
         return QueryResult(duration, matches, (time.perf_counter() - t0) * 1000.0)
 
     def _located(self, m: Match, maxima: features.Peaks, n_frames: int, duration: float,
@@ -453,8 +474,8 @@ class Engine:
             return m
         q0, q1 = float(q0 * fs), float(q1 * fs)
         ref0 = float(offset * fs)
-        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref0 + m.speed * q0,
-                                   ref_end=ref0 + m.speed * q1,
+        ref_start, ref_end = ref0 + m.speed * q0, ref0 + m.speed * q1
+        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref_start, ref_end=ref_end,
                                    kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
     def _search(self, q: features.Triplets, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig,
@@ -475,11 +496,24 @@ class Engine:
         out.sort(key=lambda m: -m.score)
         return out
 
+    def _with_repeats(self, m: Match, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig) -> Match:
+        """`m` with the repeat lines of its alignment (Candidate.repeat_shifts)
+        that verify like a match over its matched range, their ranges clipped
+        to the track, best first.  Call under the read lock."""
+        out = []
+        track = self.tracks[m.track_id]
+        for d in m.repeat_shifts[: mcfg.max_repeats]:
+            r = dataclasses.replace(m, ref_start=m.ref_start + d, ref_end=m.ref_end + d)
+            z, *_ = matching.verify(near, self.anchors.get(track.number), r, self.config, mcfg, counts)
+            if z >= mcfg.min_score:
+                out.append(Repeat(max(r.ref_start, 0.0), min(r.ref_end, track.duration), float(z)))
+        return dataclasses.replace(m, repeats=tuple(sorted(out, key=lambda r: -r.score)))
+
     @staticmethod
     def _to_match(c: matching.Candidate, score: float, track_id: str, duration: float) -> Match:
         return Match(track_id, score, c.query_start, c.query_end, c.ref_start, c.ref_end, c.speed,
                      c.pitch_semitones, _kind(c.query_start, c.query_end, c.speed, c.pitch_semitones, duration),
-                     c.hits)
+                     c.hits, c.repeat_shifts)
 
     # -- catalog ------------------------------------------------------------
     def get(self, track_id: str) -> TrackInfo:

@@ -115,7 +115,8 @@ def openapi_document(version: str) -> dict:
                 "error": {"type": "string", "description": "machine-readable code"},
                 "message": {"type": "string"}}},
             "Match": {"type": "object", "required": ["track_id", "score", "query_start", "query_end",
-                                                     "ref_start", "ref_end", "speed", "pitch_semitones", "kind"],
+                                                     "ref_start", "ref_end", "speed", "pitch_semitones", "kind",
+                                                     "repeats"],
                       "properties": {
                           "track_id": {"type": "string"},
                           "score": {"type": "number", "description": "verification z-score: how many standard deviations the catalog track's own peaks found along the alignment lie above the query's chance rate; compare with min_score (default 4.5)"},
@@ -126,6 +127,11 @@ def openapi_document(version: str) -> dict:
                           "speed": {"type": "number", "description": "time scale of the reference inside the query (1.25 = 25% faster)"},
                           "pitch_semitones": {"type": "number", "description": "pitch of the query minus pitch of the reference"},
                           "kind": {"type": "string", "enum": ["duplicate", "modified", "partial"]},
+                          "repeats": {"type": "array", "description": "other ranges of the catalog track that the matched query range aligns with at the same speed and pitch (a passage the track repeats: a chorus, a loop), each verified like a match; best first, disjoint from ref_start..ref_end",
+                                      "items": {"type": "object", "required": ["ref_start", "ref_end", "score"], "properties": {
+                                          "ref_start": {"type": "number", "description": "seconds in the catalog track"},
+                                          "ref_end": {"type": "number"},
+                                          "score": {"type": "number", "description": "verification z-score of this range"}}}},
                           "hits": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
                                    "description": "aligned (query s, reference s) pairs, when hits=true"}}},
             "QueryResult": {"type": "object", "required": ["duration_s", "matches", "elapsed_ms"], "properties": {

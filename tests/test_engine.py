@@ -194,7 +194,37 @@ def test_query_result_json(engine):
     assert m["track_id"] == "flare_town_theme" and m["kind"] == "duplicate"
     assert len(m["hits"]) >= m["score"] and all(len(h) == 2 for h in m["hits"])
     assert "hits" not in res.to_json()["matches"][0]
+    assert all(set(r) == {"ref_start", "ref_end", "score"} for r in m["repeats"])
     json.dumps(body)  # plain JSON types only
+
+
+@pytest.mark.slow
+def test_a_passage_the_track_repeats_is_reported_at_each_place(index_copy):
+    """A catalog track that plays one passage twice, 20 s apart: a query of
+    that passage matches one place and reports the other as a repeat, with
+    its own score; a track that plays it once has no repeat.  (Music that
+    varies a passage when it comes back, as the boss theme does 13.5 s on,
+    has repeats of lower scores.)"""
+    y, sr = load_clip("flare_dungeon_theme")
+    other, _ = load_clip("flare_boss_theme")
+    track = np.concatenate([excerpt(y, sr, 0.0, 12.0), excerpt(other, sr, 0.0, 10.0), excerpt(y, sr, 2.0, 8.0),
+                            excerpt(other, sr, 10.0, 8.0)])
+    eng = Engine(index_copy)
+    eng.add_samples("repeats", resample(track, sr, eng.config.sample_rate))
+    query = resample(excerpt(y, sr, 3.0, 6.0), sr, eng.config.sample_rate)
+    m = eng.query_samples(query).matches[0]
+    assert m.track_id == "repeats", m
+    assert len(m.repeats) == 1, m.repeats
+    r = m.repeats[0]
+    assert sorted([m.ref_start, r.ref_start]) == [pytest.approx(3.0, abs=0.5), pytest.approx(23.0, abs=0.5)]
+    assert r.ref_end - r.ref_start == pytest.approx(m.ref_end - m.ref_start, abs=0.01)
+    assert r.score >= MatchConfig().min_score
+    eng.add_samples("once", resample(np.concatenate([excerpt(other, sr, 0.0, 10.0), excerpt(y, sr, 0.0, 12.0)]),
+                                     sr, eng.config.sample_rate))
+    by_id = {m.track_id: m for m in Engine(index_copy).query_samples(query).matches}
+    assert by_id["once"].ref_start == pytest.approx(13.0, abs=0.5) and by_id["once"].repeats == ()
+    assert len(by_id["repeats"].repeats) == 1
+    assert eng.query_samples(query, MatchConfig(max_repeats=0)).matches[0].repeats == ()
 
 
 # -- catalog changes -------------------------------------------------------------

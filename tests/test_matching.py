@@ -404,3 +404,21 @@ def test_locate_range_counts_a_peak_anchoring_several_triplets_once():
     repeats = rng.integers(1, 4, len(t1))
     assert matching.locate_range(np.repeat(t1, repeats), np.repeat(f1, repeats), 1.0, 2000.0, 0.0, 19 / FS,
                                  28 / FS, maxima, n_frames, CFG, MCFG) == once
+
+
+def test_repeat_shifts_finds_parallel_lines_disjoint_from_the_match():
+    """Hits on the match's own line (shift 0), on a parallel line 400 frames
+    away (a repeat), on one 30 frames away (overlapping the match's range of
+    100 frames: not a repeat) and scattered chance hits: only the repeat is
+    reported, at its shift."""
+    rng = np.random.default_rng(3)
+    tol = 2.0
+    dr = np.concatenate([rng.uniform(-0.5, 0.5, 40), 400 + rng.uniform(-0.5, 0.5, 25),
+                         30 + rng.uniform(-0.5, 0.5, 30), rng.uniform(-3000, 3000, 60)])
+    shifts = matching._repeat_shifts(dr, 100.0, tol, max_repeats=3)
+    assert len(shifts) >= 1 and shifts[0] == pytest.approx(400, abs=0.5)
+    assert all(abs(s) >= 100 for s in shifts)
+    assert not any(abs(s - 30) < 10 for s in shifts)
+    assert matching._repeat_shifts(dr, 100.0, tol, max_repeats=0) == []
+    # Lines of fewer than 3 hits are never lines.
+    assert matching._repeat_shifts(np.array([0.0, 0.1, 500.0, 500.1]), 100.0, tol, 3) == []

@@ -138,6 +138,9 @@
         ["pitch", signed(m.pitch_semitones, 2) + " semitones", "pitch"],
         ["upload", range(m.query_start, m.query_end), "query-range"],
         ["catalog", range(m.ref_start, m.ref_end), "ref-range"],
+        // Other places of the catalog track where the passage is found as well.
+        ...((m.repeats || []).length
+          ? [["also in catalog", m.repeats.map((r) => range(r.ref_start, r.ref_end)).join(", "), "repeats"]] : []),
       ]),
     );
     const plotSlot = el("figure", { class: "plot" });
