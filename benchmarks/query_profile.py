@@ -13,7 +13,7 @@ the order of the bounds rotated from query to query; A and B alternate,
 A B A B (`--rounds`), each run a fresh process that opens the rung once, so
 that the machine's load (other work shares it) falls on both alike.  Every
 stage of the query path is timed, per pass (`Stages`).  Recall@1 and false
-alarms at T = 5, as the ladder counts them; whether A's and B's answers
+alarms at the default threshold (min_score), as the ladder counts them; whether A's and B's answers
 differ.
 
 Writes benchmarks/results/query_profile.json (per query: time, answer, stage
@@ -48,7 +48,6 @@ REPO = Path(__file__).resolve().parent.parent
 RUNG_NAME = "1000h"
 LENGTH_S = 10.0
 BUDGETS_M = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-THRESHOLD = 5.0
 GiB = 1 << 30
 MEMORY_LIMIT = 5 * GiB  # private memory above start-up (the table's mapped file comes on top: ~1 GB)
 
@@ -174,7 +173,7 @@ def catalog_sources(eng) -> list[str]:
 
 
 def measure(rung: Path, queries: Path, length_s: float, budgets: list[int], limit: int | None,
-            out_path: Path) -> None:
+            out_path: Path, memory_limit: int = MEMORY_LIMIT) -> None:
     """Open `rung`, then query each `length_s` excerpt (0: every one) of `queries` at every
     bound in `budgets` (the order rotated from query to query); the records
     go to `out_path` (JSON)."""
@@ -190,7 +189,7 @@ def measure(rung: Path, queries: Path, length_s: float, budgets: list[int], limi
     samples, offsets, meta = load_queries(queries)
     picked = [i for i, m in enumerate(meta) if m["length_s"] == length_s or not length_s][:limit]
     _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (rss_bytes("VmData") + MEMORY_LIMIT, hard))
+    resource.setrlimit(resource.RLIMIT_DATA, (rss_bytes("VmData") + memory_limit, hard))
     t0 = time.perf_counter()
     eng = open_rung(rung)
     load = {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_bytes": rss_bytes("VmHWM"),
@@ -252,13 +251,15 @@ def ladder_paths() -> tuple[Path, Path]:
 # -- the runs -----------------------------------------------------------------------------------
 
 def run_worker(out: Path, rung: Path, queries: Path, length_s: float, budgets: list[int], limit: int | None,
-               code: Path | None = None) -> dict:
+               code: Path | None = None, memory_gib: float | None = None) -> dict:
     """`measure` in a fresh process, with `code`'s simsearch package when given
     (else this tree's); its records, and the 1-minute load average before and after."""
     cmd = [sys.executable, "-m", "benchmarks.query_profile", "--worker", str(out), "--rung", str(rung),
            "--queries", str(queries), "--length", f"{length_s:g}", "--budgets", ",".join(f"{b / 1e6:g}" for b in budgets)]
     if limit:
         cmd += ["--limit", str(limit)]
+    if memory_gib:
+        cmd += ["--memory-gib", f"{memory_gib:g}"]
     # `python -m` puts its working directory first on the path: the code measured.
     env = dict(os.environ, PYTHONPATH=str(REPO))
     load0 = os.getloadavg()[0]
@@ -293,15 +294,17 @@ def run(a) -> dict:
                 code[side].mkdir()
                 code[side + "_commit"] = export_code(rev, code[side])
         for k in range(a.rounds):
-            for side in ("A", "B"):
+            for side in ("B",) if a.single else ("A", "B"):
                 print(f"[query_profile] round {k + 1} of {a.rounds}: {side}", file=sys.stderr, flush=True)
                 r = run_worker(Path(tmp) / f"{side}{k}.json", a.rung, a.queries, a.length, budgets, a.limit,
-                               code.get(side))
-                runs.append(r | {"side": side, "round": k + 1})
+                               code.get(side), a.memory_gib)
+                # --single: B's run stands for A too (the report's columns agree).
+                runs += [r | {"side": s, "round": k + 1} for s in (("A", "B") if a.single else (side,))]
     return {"benchmark": "query_profile", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(),
             "parameters": {"rung": str(a.rung), "queries": str(a.queries), "length_s": a.length, "budgets": budgets,
                            "default_budget": MatchConfig().max_lookup_entries, "rounds": a.rounds, "limit": a.limit,
-                           "threshold": THRESHOLD, "base": a.base, "base_commit": code["A_commit"],
+                           "single": a.single,
+                           "threshold": MatchConfig().min_score, "base": a.base, "base_commit": code["A_commit"],
                            "head_commit": code.get("B_commit")},
             "runs": runs}
 
@@ -338,11 +341,11 @@ def _stages(rs: list[dict]) -> dict:
                   **{f"#{k}": int(np.mean([r["counts"].get(k, 0) for r in rs])) for k in COUNTED}}
 
 
-def _accuracy(rs: list[dict]) -> dict:
+def _accuracy(rs: list[dict], threshold: float) -> dict:
     cat = [r for r in rs if r["in_catalog"]]
     out = [r for r in rs if not r["in_catalog"]]
-    right = sum(r["top_track"] == r["track_id"] and r["top_score"] >= THRESHOLD for r in cat)
-    alarms = sum(r["top_score"] >= THRESHOLD for r in out)
+    right = sum(r["top_track"] == r["track_id"] and r["top_score"] >= threshold for r in cat)
+    alarms = sum(r["top_score"] >= threshold for r in out)
     return {"recall_at_1": round(right / len(cat), 4) if cat else None, "catalog": len(cat),
             "false_alarms": alarms, "out_of_catalog": len(out),
             "false_alarm_rate": round(alarms / len(out), 4) if out else None}
@@ -366,7 +369,8 @@ def summarize(result: dict) -> dict:
             per_budget[str(b)] = {
                 "latency": _latency(rs),
                 "latency_by_round": [_latency([x for x in r["records"] if x["budget"] == b]) for r in mine],
-                "accuracy": _accuracy([x for x in mine[0]["records"] if x["budget"] == b]),
+                "accuracy": _accuracy([x for x in mine[0]["records"] if x["budget"] == b],
+                                      result["parameters"]["threshold"]),
                 "stages_p40_p60": _stages(lat[int(0.4 * n): int(0.6 * n)]),
                 "stages_from_p97": _stages(lat[int(0.97 * n):]),
             }
@@ -444,7 +448,8 @@ def markdown(result: dict, summary: dict) -> str:
         "",
         "Command: `nice -n 5 .venv/bin/python -m benchmarks.query_profile` "
         f"(`--length {p['length_s']:g} --rounds {p['rounds']} --budgets {','.join(f'{b / 1e6:g}' for b in p['budgets'])} --base {p['base'][:10]}"
-        + (f" --head {p['head_commit'][:10]}" if p.get("head_commit") else "") + "`). "
+        + (f" --head {p['head_commit'][:10]}" if p.get("head_commit") else "")
+        + (" --single`: one engine, its run reported as both A and B). " if p.get("single") else "`). ") +
         f"Queries: the scale ladder's {side['B'][d]['accuracy']['catalog'] + side['B'][d]['accuracy']['out_of_catalog']} "
         f"{_lengths(p)} excerpts (benchmarks.scale: catalog and out-of-catalog tracks; clean, MP3 64k, pink "
         "noise 10 dB), each queried at every bound in turn (the order rotated from query to query), in a fresh "
@@ -513,6 +518,11 @@ def main(argv: list[str] | None = None) -> None:
                                                 "leaves main, git merge-base main HEAD)")
     ap.add_argument("--head", default=None, help="the commit measured as B (default: this tree as it is)")
     ap.add_argument("--rounds", type=int, default=2, help="A B pairs")
+    ap.add_argument("--single", action="store_true", help="measure B only (this tree or --head), one run per "
+                                                          "round: the bound's sweep on one engine")
+    ap.add_argument("--memory-gib", type=float, default=None,
+                    help=f"private memory a measuring process may take above start-up (default "
+                         f"{MEMORY_LIMIT / GiB:g}; the 10,000 h rung takes ~12)")
     ap.add_argument("--out", type=Path, default=RESULTS / "query_profile.json")
     ap.add_argument("--report", type=Path, default=None, help="print (and write beside it) the markdown of a "
                                                                "saved result again, and lay its JSON out again")
@@ -530,7 +540,8 @@ def main(argv: list[str] | None = None) -> None:
     ladder_rung, ladder_queries = ladder_paths()
     a.rung, a.queries = a.rung or ladder_rung, a.queries or ladder_queries
     if a.worker:
-        measure(a.rung, a.queries, a.length, [int(float(b) * 1e6) for b in a.budgets.split(",")], a.limit, a.worker)
+        measure(a.rung, a.queries, a.length, [int(float(b) * 1e6) for b in a.budgets.split(",")], a.limit, a.worker,
+                int(a.memory_gib * GiB) if a.memory_gib else MEMORY_LIMIT)
         return
     result = run(a)
     summary = summarize(result)
