@@ -73,8 +73,8 @@ class Match:
     pitch_semitones: float
     kind: str
     hits: np.ndarray = field(repr=False, compare=False)
-    # Shifts (s) of the alignment's parallel lines, unverified (matching.Candidate).
-    repeat_shifts: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # Where the track's other hits lie, off the match's line (matching.Candidate.others).
+    others: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     # Where else the catalog track holds the passage (a repeated chorus, a
     # loop), verified, best first; ref ranges disjoint from this match's.
     repeats: tuple[Repeat, ...] = ()
@@ -497,12 +497,13 @@ class Engine:
         return out
 
     def _with_repeats(self, m: Match, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig) -> Match:
-        """`m` with the repeat lines of its alignment (Candidate.repeat_shifts)
-        that verify like a match over its matched range, their ranges clipped
-        to the track, best first.  Call under the read lock."""
+        """`m` with the lines parallel to its own that the track's other hits
+        vote for (matching.repeat_shifts) and that verify like a match over
+        its matched range, their ranges clipped to the track, best first.
+        Call under the read lock."""
         out = []
         track = self.tracks[m.track_id]
-        for d in m.repeat_shifts[: mcfg.max_repeats]:
+        for d in matching.repeat_shifts(m.others, m.ref_end - m.ref_start, mcfg.align_tol_s, mcfg.max_repeats):
             r = dataclasses.replace(m, ref_start=m.ref_start + d, ref_end=m.ref_end + d)
             z, *_ = matching.verify(near, self.anchors.get(track.number), r, self.config, mcfg, counts)
             if z >= mcfg.min_score:
@@ -513,7 +514,7 @@ class Engine:
     def _to_match(c: matching.Candidate, score: float, track_id: str, duration: float) -> Match:
         return Match(track_id, score, c.query_start, c.query_end, c.ref_start, c.ref_end, c.speed,
                      c.pitch_semitones, _kind(c.query_start, c.query_end, c.speed, c.pitch_semitones, duration),
-                     c.hits, c.repeat_shifts)
+                     c.hits, c.others)
 
     # -- catalog ------------------------------------------------------------
     def get(self, track_id: str) -> TrackInfo:

@@ -18,7 +18,7 @@ over the stretches where the catalog track's own peaks are in the query.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,10 +39,10 @@ class Candidate:
     ref_start: float
     ref_end: float
     hits: np.ndarray  # float64 [n, 2]: aligned (query s, reference s) anchor times
-    # Other lines of the same speed and pitch that the track's hits vote for,
-    # each shifting the reference range by this many seconds to a range
-    # disjoint from it: where the track may repeat the passage (unverified).
-    repeat_shifts: tuple[float, ...] = ()
+    # The track's other hits whose own speed and pitch agree with the line's:
+    # their reference time less the line's (seconds).  Where the track
+    # repeats the passage, they lie on parallel lines (repeat_shifts).
+    others: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,6 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         return None
     hi = h.take(inl)
     pitch = float(np.median(hi.pitch))
-    agree = (span_err <= 1.0 / h.sq + 0.03) & (np.abs(h.pitch - pitch) <= mcfg.pitch_tol)
     off_unit = abs(s - 1.0) > mcfg.unit_speed_tol or abs(pitch) > mcfg.unit_pitch_tol
     score = _fit_weight(hi, s, a, pitch, fs, mcfg) - (mcfg.off_unit_penalty if off_unit else 0.0)
     # The matched range spans the substantial runs of aligned hits (gaps of
@@ -213,7 +212,9 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
     run = _densest_run(hi.tq, mcfg.max_gap_s / fs)
     q0 = float(hi.tq[run].min())
     q1 = float(min(query_frames, (hi.tq[run] + hi.sq[run]).max()))
-    shifts = _repeat_shifts(h.tr[agree] - (a + s * h.tq[agree]), s * (q1 - q0), tol, mcfg.max_repeats)
+    # The track's other hits agreeing with the line's speed and pitch (where repeats lie).
+    dr = h.tr - (a + s * h.tq)
+    others = (span_err <= 1.0 / h.sq + 0.03) & (np.abs(h.pitch - pitch) <= mcfg.pitch_tol) & (np.abs(dr) > tol)
     return Candidate(
         track=track,
         score=float(score),
@@ -224,22 +225,22 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         ref_start=(a + s * q0) * fs,
         ref_end=(a + s * q1) * fs,
         hits=np.stack([hi.tq * fs, hi.tr * fs], axis=1),
-        repeat_shifts=tuple(float(d * fs) for d in shifts),
+        others=dr[others] * fs,
     )
 
 
-def _repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int) -> list[float]:
+def repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int) -> list[float]:
     """Lines parallel to a match's that its track's other hits vote for.
 
-    dr : the hits' reference times less the match's line (frames), for the
-    hits whose own speed and pitch agree with the match's.  A track that
-    repeats the passage holds its triplets at each repeat, so the lookup
-    finds them there too, on a line shifted by the repeat's distance.  Line by line, most voted first, the hits of each line
-    found are set aside; a line of at least 3 hits shifted by at least
-    `min_shift` frames (the matched range in the reference, so that a repeat
+    dr : those hits' reference times less the match's line (Candidate.others).
+    A track that repeats the passage holds its triplets at each repeat, so
+    the lookup finds them there too, on a line shifted by the repeat's
+    distance.  Line by line, most voted first (bins of `tol`), the hits of
+    each line found are set aside; a line of at least 3 hits shifted by at
+    least `min_shift` (the match's range in the reference, so that a repeat
     is a range disjoint from the match's) is kept, up to `max_repeats`.
     Chance lines are kept too: the caller verifies each.  Returns the shifts
-    (frames), in the order found.
+    (dr's unit), in the order found.
     """
     out: list[float] = []
     rest = np.abs(dr) > tol

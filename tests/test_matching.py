@@ -415,10 +415,10 @@ def test_repeat_shifts_finds_parallel_lines_disjoint_from_the_match():
     tol = 2.0
     dr = np.concatenate([rng.uniform(-0.5, 0.5, 40), 400 + rng.uniform(-0.5, 0.5, 25),
                          30 + rng.uniform(-0.5, 0.5, 30), rng.uniform(-3000, 3000, 60)])
-    shifts = matching._repeat_shifts(dr, 100.0, tol, max_repeats=3)
+    shifts = matching.repeat_shifts(dr, 100.0, tol, max_repeats=3)
     assert len(shifts) >= 1 and shifts[0] == pytest.approx(400, abs=0.5)
     assert all(abs(s) >= 100 for s in shifts)
     assert not any(abs(s - 30) < 10 for s in shifts)
-    assert matching._repeat_shifts(dr, 100.0, tol, max_repeats=0) == []
+    assert matching.repeat_shifts(dr, 100.0, tol, max_repeats=0) == []
     # Lines of fewer than 3 hits are never lines.
-    assert matching._repeat_shifts(np.array([0.0, 0.1, 500.0, 500.1]), 100.0, tol, 3) == []
+    assert matching.repeat_shifts(np.array([0.0, 0.1, 500.0, 500.1]), 100.0, tol, 3) == []
