@@ -235,27 +235,24 @@ def repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int
     dr : those hits' reference times less the match's line (Candidate.others).
     A track that repeats the passage holds its triplets at each repeat, so
     the lookup finds them there too, on a line shifted by the repeat's
-    distance.  Line by line, most voted first (bins of `tol`), the hits of
-    each line found are set aside; a line of at least 3 hits shifted by at
-    least `min_shift` (the match's range in the reference, so that a repeat
-    is a range disjoint from the match's) is kept, up to `max_repeats`.
-    Chance lines are kept too: the caller verifies each.  Returns the shifts
-    (dr's unit), in the order found.
+    distance.  Only shifts of at least `min_shift` (the match's range in the
+    reference: a repeat is a range disjoint from the match's) are voted on,
+    so that a rhythm's overlapping echoes do not crowd them out.  Line by
+    line, most voted first (bins of `tol`), each line of at least 3 hits is
+    kept and its hits set aside, up to `max_repeats`.  Chance lines are kept
+    too: the caller verifies each.  Returns the shifts (dr's unit), in the
+    order found.
     """
     out: list[float] = []
-    rest = np.abs(dr) > tol
-    for _ in range(2 * max_repeats):
-        if len(out) >= max_repeats or rest.sum() < 3:
-            break
+    rest = np.abs(dr) >= max(min_shift, tol)
+    while len(out) < max_repeats and rest.sum() >= 3:
         # Speed 0: a vote on the shift alone, in bins of `tol`.
         _, shift, votes = K.best_alignment(np.zeros(int(rest.sum())), dr[rest], np.zeros(1), tol)
         if votes < 3:
             break
         on = rest & (np.abs(dr - shift) <= tol)
-        shift = float(np.median(dr[on])) if on.any() else shift
-        rest &= np.abs(dr - shift) > tol
-        if abs(shift) >= max(min_shift, tol):
-            out.append(shift)
+        out.append(float(np.median(dr[on])))
+        rest &= ~on
     return out
 
 

@@ -420,5 +420,8 @@ def test_repeat_shifts_finds_parallel_lines_disjoint_from_the_match():
     assert all(abs(s) >= 100 for s in shifts)
     assert not any(abs(s - 30) < 10 for s in shifts)
     assert matching.repeat_shifts(dr, 100.0, tol, max_repeats=0) == []
+    # Echoes within the match's range (a rhythm's), however many, do not crowd out a repeat.
+    echoes = np.concatenate([k + rng.uniform(-0.5, 0.5, 30) for k in (-80, -40, 20, 40, 60, 80)])
+    assert matching.repeat_shifts(np.concatenate([echoes, dr[40:65]]), 100.0, tol, 1) == [pytest.approx(400, abs=0.5)]
     # Lines of fewer than 3 hits are never lines.
     assert matching.repeat_shifts(np.array([0.0, 0.1, 500.0, 500.1]), 100.0, tol, 3) == []
