@@ -250,7 +250,10 @@ def repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int
         _, shift, votes = K.best_alignment(np.zeros(int(rest.sum())), dr[rest], np.zeros(1), tol)
         if votes < 3:
             break
-        on = rest & (np.abs(dr - shift) <= tol)
+        # The hits that voted: the two bins of `tol` the vote took, counted the same way.
+        first = round(shift / tol) - 1
+        b = np.floor(dr / tol)
+        on = rest & (b >= first) & (b <= first + 1)
         out.append(float(np.median(dr[on])))
         rest &= ~on
     return out

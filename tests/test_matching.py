@@ -425,3 +425,12 @@ def test_repeat_shifts_finds_parallel_lines_disjoint_from_the_match():
     assert matching.repeat_shifts(np.concatenate([echoes, dr[40:65]]), 100.0, tol, 1) == [pytest.approx(400, abs=0.5)]
     # Lines of fewer than 3 hits are never lines.
     assert matching.repeat_shifts(np.array([0.0, 0.1, 500.0, 500.1]), 100.0, tol, 3) == []
+
+
+def test_repeat_shifts_takes_the_hits_that_voted_even_on_a_bin_edge():
+    """Hit times on a grid put whole lines on the vote's bin edges, where a
+    distance test in floating point could lose every hit that voted."""
+    tol = 0.064
+    dr = np.array([21.12, 21.12, 21.12, 30.0, 45.0])  # 21.12 = 330 bins of tol, a bin edge
+    shifts = matching.repeat_shifts(dr, 1.8, tol, 3)
+    assert shifts == [pytest.approx(21.12)]
