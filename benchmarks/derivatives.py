@@ -232,11 +232,11 @@ def top_fields(res: engine.QueryResult | None) -> dict:
     m = res.matches[0] if res is not None and res.matches else None
     if m is None:
         return {f: (0.0 if f == "top_score" else None) for f in TOP_FIELDS}
-    return {"top_track": m.track_id, "top_score": float(m.score), "top_query_start": _r4(m.query_start),
+    return {"top_track": m.track_id, "top_score": _r4(m.score), "top_query_start": _r4(m.query_start),
             "top_query_end": _r4(m.query_end), "top_ref_start": _r4(m.ref_start), "top_ref_end": _r4(m.ref_end),
             "top_speed": round(float(m.speed), 5), "top_pitch": _r4(m.pitch_semitones), "top_kind": m.kind,
             "top_offset": _r4(m.ref_start - m.speed * m.query_start),
-            "top_repeats": [_r4(r.ref_start) for r in m.repeats]}
+            "top_repeats": [[_r4(r.ref_start), _r4(r.score)] for r in m.repeats]}
 
 
 def query_every_threshold(eng: engine.Engine, wav: bytes, max_threshold: float
@@ -262,11 +262,11 @@ def make_record(ex: Excerpt, d: Derivative, q: Query, res0: engine.QueryResult,
     truth = max((m for m in matches if m.track_id == ex.track_id), key=lambda m: m.score, default=None)
     rec.update({
         "true_speed": d.speed, "true_pitch": round(d.pitch, 4), "expected_kind": d.kind,
-        "query_offset_s": round(q.query_offset_s, 4), "partner": q.partner, "exit_score": exit_score,
+        "query_offset_s": round(q.query_offset_s, 4), "partner": q.partner, "exit_score": _r4(exit_score),
         **{f"above_{k}": v for k, v in top_fields(res1).items()},
-        "max_score": max((float(m.score) for m in matches), default=0.0),
-        "truth_score": float(truth.score) if truth else 0.0,
-        "best_wrong_score": max((float(m.score) for m in matches if m.track_id != ex.track_id), default=0.0),
+        "max_score": _r4(max((m.score for m in matches), default=0.0)),
+        "truth_score": _r4(truth.score) if truth else 0.0,
+        "best_wrong_score": _r4(max((m.score for m in matches if m.track_id != ex.track_id), default=0.0)),
         "n_matches": len({m.track_id for m in matches}),
         "truth_speed": _r4(truth.speed) if truth else None, "truth_pitch": _r4(truth.pitch_semitones) if truth else None,
         "truth_query_start": _r4(truth.query_start) if truth else None,
@@ -324,7 +324,7 @@ def position_error(r: dict) -> float:
     match's, or one of its repeats' (other places of the track where the
     matched passage is found as well, reported with the match)."""
     truth = true_ref_at(r, r["top_query_start"])
-    return min(abs(x - truth) for x in [r["top_ref_start"], *(r.get("top_repeats") or [])])
+    return min(abs(x - truth) for x in [r["top_ref_start"], *(x for x, _ in r.get("top_repeats") or [])])
 
 
 def start_error(r: dict) -> float:

@@ -204,10 +204,14 @@ class MatchConfig:
     verify_local_s: float = 2.0
     min_hit_score: float = 1.0
     # A match also reports up to `max_repeats` other ranges of its catalog
-    # track that the query's matched range aligns with at the same speed and
-    # pitch (a passage the track repeats: a chorus, a loop), each verified
-    # like a match and reported when it scores at least `min_score`.
+    # track that the query's matched range fits nearly as well, at the same
+    # speed and pitch (a passage the track repeats: a chorus, a loop): each
+    # is verified like a match and reported when its score is at least
+    # `repeat_min_ratio` of the match's (and min_score).  Music that only
+    # resembles itself elsewhere (the same drum pattern under another
+    # melody) verifies above chance too, far below the match: not a repeat.
     max_repeats: int = 3
+    repeat_min_ratio: float = 0.8
     # Locating a returned match: its reference peaks are looked for among the
     # dense maxima within locate_tol_s and locate_tol_semitones.  Chance is
     # the rate of such maxima at the peak's frequency within

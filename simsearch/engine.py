@@ -499,14 +499,15 @@ class Engine:
     def _with_repeats(self, m: Match, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig) -> Match:
         """`m` with the lines parallel to its own that the track's other hits
         vote for (matching.repeat_shifts) and that verify like a match over
-        its matched range, their ranges clipped to the track, best first.
-        Call under the read lock."""
+        its matched range nearly as well as it does (repeat_min_ratio),
+        their ranges clipped to the track, best first.  Call under the read
+        lock."""
         out = []
         track = self.tracks[m.track_id]
         for d in matching.repeat_shifts(m.others, m.ref_end - m.ref_start, mcfg.align_tol_s, mcfg.max_repeats):
             r = dataclasses.replace(m, ref_start=m.ref_start + d, ref_end=m.ref_end + d)
             z, *_ = matching.verify(near, self.anchors.get(track.number), r, self.config, mcfg, counts)
-            if z >= mcfg.min_score:
+            if z >= max(mcfg.min_score, mcfg.repeat_min_ratio * m.score):
                 out.append(Repeat(max(r.ref_start, 0.0), min(r.ref_end, track.duration), float(z)))
         return dataclasses.replace(m, repeats=tuple(sorted(out, key=lambda r: -r.score)))
 

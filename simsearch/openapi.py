@@ -127,7 +127,7 @@ def openapi_document(version: str) -> dict:
                           "speed": {"type": "number", "description": "time scale of the reference inside the query (1.25 = 25% faster)"},
                           "pitch_semitones": {"type": "number", "description": "pitch of the query minus pitch of the reference"},
                           "kind": {"type": "string", "enum": ["duplicate", "modified", "partial"]},
-                          "repeats": {"type": "array", "description": "other ranges of the catalog track that the matched query range aligns with at the same speed and pitch (a passage the track repeats: a chorus, a loop), each verified like a match; best first, disjoint from ref_start..ref_end",
+                          "repeats": {"type": "array", "description": "other ranges of the catalog track that the matched query range fits nearly as well at the same speed and pitch (a passage the track repeats: a chorus, a loop), each verified like a match and scoring at least 0.8 of it (repeat_min_ratio); best first, disjoint from ref_start..ref_end",
                                       "items": {"type": "object", "required": ["ref_start", "ref_end", "score"], "properties": {
                                           "ref_start": {"type": "number", "description": "seconds in the catalog track"},
                                           "ref_end": {"type": "number"},
