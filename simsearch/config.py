@@ -169,7 +169,7 @@ class MatchConfig:
     # stay bounded however large the catalog: past it, the probes of the
     # most shared codes are left out (HashIndex.within_budget).  A 10 s query
     # reads ~0.2 M entries per pass on a 3.5 h catalog; hits grow with it.
-    max_lookup_entries: int = 2_000_000
+    max_lookup_entries: int = 3_000_000
     # Which probes the bound keeps: the smallest lists first, each probe's
     # list counted this many times as long for each of its fields probed in
     # a neighbouring cell (probe_margin) and each loudness sign flipped
