@@ -143,9 +143,10 @@ RECORD_COLUMNS = ("track_id", "in_catalog", "transform", "length_s", "k", "start
                   "truth_score", "best_wrong_score", "n_matches", "elapsed_ms")
 
 
-def _r4(x) -> float:
-    """A score as recorded: to 1e-4 (thresholds are 0.5 apart; the JSON stays small)."""
-    return round(float(x), 4)
+def r4(x) -> float | None:
+    """A time or score as recorded: to 1e-4 (thresholds are 0.5 apart; the
+    JSON stays small); None stays None."""
+    return None if x is None else round(float(x), 4)
 
 
 def make_record(ex: Excerpt, transform: str, cut: Cut, res: engine.QueryResult) -> dict:
@@ -160,13 +161,13 @@ def make_record(ex: Excerpt, transform: str, cut: Cut, res: engine.QueryResult) 
         "length_s": ex.length_s, "k": ex.k, "start_s": round(cut.start_s, 4), "rms_db": round(cut.rms_db, 1),
         "draws": cut.draws,
         "top_track": top.track_id if top else None,
-        "top_score": _r4(top.score) if top else 0.0,
-        "top_query_start": round(float(top.query_start), 4) if top else None,
-        "top_ref_start": round(float(top.ref_start), 4) if top else None,
+        "top_score": r4(top.score) if top else 0.0,
+        "top_query_start": r4(top.query_start) if top else None,
+        "top_ref_start": r4(top.ref_start) if top else None,
         "top_speed": round(float(top.speed), 5) if top else None,
-        "top_offset": round(float(top.ref_start - top.speed * top.query_start), 4) if top else None,
-        "truth_score": _r4(max(truth, default=0.0)),
-        "best_wrong_score": _r4(max(wrong, default=0.0)),
+        "top_offset": r4(top.ref_start - top.speed * top.query_start) if top else None,
+        "truth_score": r4(max(truth, default=0.0)),
+        "best_wrong_score": r4(max(wrong, default=0.0)),
         "n_matches": len(res.matches),
         "elapsed_ms": round(res.elapsed_ms, 2),
     }

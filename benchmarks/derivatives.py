@@ -223,20 +223,16 @@ EXTRA_COLUMNS = ("true_speed", "true_pitch", "expected_kind", "query_offset_s", 
 RECORD_COLUMNS = (*core.RECORD_COLUMNS, *EXTRA_COLUMNS)
 
 
-def _r4(x) -> float | None:
-    return None if x is None else round(float(x), 4)
-
-
 def top_fields(res: engine.QueryResult | None) -> dict:
     """The TOP_FIELDS of a result's first match (None and score 0 without one)."""
     m = res.matches[0] if res is not None and res.matches else None
     if m is None:
         return {f: (0.0 if f == "top_score" else None) for f in TOP_FIELDS}
-    return {"top_track": m.track_id, "top_score": _r4(m.score), "top_query_start": _r4(m.query_start),
-            "top_query_end": _r4(m.query_end), "top_ref_start": _r4(m.ref_start), "top_ref_end": _r4(m.ref_end),
-            "top_speed": round(float(m.speed), 5), "top_pitch": _r4(m.pitch_semitones), "top_kind": m.kind,
-            "top_offset": _r4(m.ref_start - m.speed * m.query_start),
-            "top_repeats": [[_r4(r.ref_start), _r4(r.score)] for r in m.repeats]}
+    return {"top_track": m.track_id, "top_score": core.r4(m.score), "top_query_start": core.r4(m.query_start),
+            "top_query_end": core.r4(m.query_end), "top_ref_start": core.r4(m.ref_start), "top_ref_end": core.r4(m.ref_end),
+            "top_speed": round(float(m.speed), 5), "top_pitch": core.r4(m.pitch_semitones), "top_kind": m.kind,
+            "top_offset": core.r4(m.ref_start - m.speed * m.query_start),
+            "top_repeats": [[core.r4(r.ref_start), core.r4(r.score)] for r in m.repeats]}
 
 
 def query_every_threshold(eng: engine.Engine, wav: bytes, max_threshold: float
@@ -262,15 +258,15 @@ def make_record(ex: Excerpt, d: Derivative, q: Query, res0: engine.QueryResult,
     truth = max((m for m in matches if m.track_id == ex.track_id), key=lambda m: m.score, default=None)
     rec.update({
         "true_speed": d.speed, "true_pitch": round(d.pitch, 4), "expected_kind": d.kind,
-        "query_offset_s": round(q.query_offset_s, 4), "partner": q.partner, "exit_score": _r4(exit_score),
+        "query_offset_s": round(q.query_offset_s, 4), "partner": q.partner, "exit_score": core.r4(exit_score),
         **{f"above_{k}": v for k, v in top_fields(res1).items()},
-        "max_score": _r4(max((m.score for m in matches), default=0.0)),
-        "truth_score": _r4(truth.score) if truth else 0.0,
-        "best_wrong_score": _r4(max((m.score for m in matches if m.track_id != ex.track_id), default=0.0)),
+        "max_score": core.r4(max((m.score for m in matches), default=0.0)),
+        "truth_score": core.r4(truth.score) if truth else 0.0,
+        "best_wrong_score": core.r4(max((m.score for m in matches if m.track_id != ex.track_id), default=0.0)),
         "n_matches": len({m.track_id for m in matches}),
-        "truth_speed": _r4(truth.speed) if truth else None, "truth_pitch": _r4(truth.pitch_semitones) if truth else None,
-        "truth_query_start": _r4(truth.query_start) if truth else None,
-        "truth_ref_start": _r4(truth.ref_start) if truth else None, "truth_kind": truth.kind if truth else None,
+        "truth_speed": core.r4(truth.speed) if truth else None, "truth_pitch": core.r4(truth.pitch_semitones) if truth else None,
+        "truth_query_start": core.r4(truth.query_start) if truth else None,
+        "truth_ref_start": core.r4(truth.ref_start) if truth else None, "truth_kind": truth.kind if truth else None,
     })
     return rec
 

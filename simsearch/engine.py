@@ -19,7 +19,7 @@ import threading
 import time
 import unicodedata
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,8 @@ class Match:
     repeats: tuple[Repeat, ...] = ()
 
     def to_json(self, with_hits: bool = False) -> dict:
-        d = {k: (round(getattr(self, k), 3) if isinstance(getattr(self, k), float) else getattr(self, k))
-             for k in ("track_id", "score", "query_start", "query_end", "ref_start", "ref_end", "speed",
-                       "pitch_semitones", "kind")}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("hits", "others", "repeats")}
+        d = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
         d["speed"] = round(self.speed, 4)
         d["repeats"] = [r.to_json() for r in self.repeats]
         if with_hits:
@@ -474,8 +473,8 @@ class Engine:
             return m
         q0, q1 = float(q0 * fs), float(q1 * fs)
         ref0 = float(offset * fs)
-        ref_start, ref_end = ref0 + m.speed * q0, ref0 + m.speed * q1
-        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref_start, ref_end=ref_end,
+        return dataclasses.replace(m, query_start=q0, query_end=q1, ref_start=ref0 + m.speed * q0,
+                                   ref_end=ref0 + m.speed * q1,
                                    kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
     def _search(self, q: features.Triplets, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig,
@@ -502,11 +501,15 @@ class Engine:
         its matched range nearly as well as it does (repeat_min_ratio),
         their ranges clipped to the track, best first.  Call under the read
         lock."""
+        shifts = matching.repeat_shifts(m.others, m.ref_end - m.ref_start, mcfg.align_tol_s, mcfg.max_repeats)
+        if not shifts:
+            return m
         out = []
         track = self.tracks[m.track_id]
-        for d in matching.repeat_shifts(m.others, m.ref_end - m.ref_start, mcfg.align_tol_s, mcfg.max_repeats):
+        anchors = self.anchors.get(track.number)  # decoded once for every shift
+        for d in shifts:
             r = dataclasses.replace(m, ref_start=m.ref_start + d, ref_end=m.ref_end + d)
-            z, *_ = matching.verify(near, self.anchors.get(track.number), r, self.config, mcfg, counts)
+            z, *_ = matching.verify(near, anchors, r, self.config, mcfg, counts)
             if z >= max(mcfg.min_score, mcfg.repeat_min_ratio * m.score):
                 out.append(Repeat(max(r.ref_start, 0.0), min(r.ref_end, track.duration), float(z)))
         return dataclasses.replace(m, repeats=tuple(sorted(out, key=lambda r: -r.score)))

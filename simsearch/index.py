@@ -167,6 +167,10 @@ class TableLayout:
     def entries_per_list(self) -> float:
         return self.entries / self.nlist
 
+    def lists(self, codes: np.ndarray) -> np.ndarray:
+        """Each code's inverted list (int64): its low k bits."""
+        return (np.asarray(codes, np.uint64) & np.uint64(self.nlist - 1)).astype(np.int64)
+
     def memory_bytes(self) -> int:
         """Resident bytes of the table, computed: each list's header and
         size, where every LIST_STRIDE-th list starts, each entry's stored
@@ -213,12 +217,18 @@ def _ivf_header(d: int, nlist: int, sizes: np.ndarray) -> tuple[bytes, int]:
     return head, sizes_at
 
 
+def _list_starts(sizes: np.ndarray, code_size: int, data_at: int) -> np.ndarray:
+    """Where each list starts in a table's image whose lists' data begin at
+    byte `data_at`: list after list, each its codes, then its ids."""
+    block = np.asarray(sizes, np.int64) * (code_size + 8)
+    return data_at + np.cumsum(block) - block
+
+
 def _entry_offsets(sizes: np.ndarray, code_size: int, data_at: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each entry's stored code and id start in a table's image: each
     non-empty list holds its codes, then its ids."""
     sizes = np.asarray(sizes, np.int64)
-    block = sizes * (code_size + 8)
-    at = np.repeat(data_at + np.cumsum(block) - block, sizes)
+    at = np.repeat(_list_starts(sizes, code_size, data_at), sizes)
     rank = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     return at + rank * code_size, at + np.repeat(sizes * code_size, sizes) + rank * 8
 
@@ -287,16 +297,13 @@ class TableBuilder:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _lists(self, codes: np.ndarray) -> np.ndarray:
-        return (codes & np.uint64(self.layout.nlist - 1)).astype(np.int64)
-
     def count(self, codes: np.ndarray) -> None:
         """First pass: the codes (uint64) of the next part."""
         self._check_open()
         if self._filled is not None:
             raise RuntimeError("count() after fill()")
         codes = np.asarray(codes, np.uint64)
-        self._sizes += np.bincount(self._lists(codes), minlength=self.layout.nlist)
+        self._sizes += np.bincount(self.layout.lists(codes), minlength=self.layout.nlist)
         self._counted += len(codes)
 
     def _open(self) -> None:
@@ -305,8 +312,7 @@ class TableBuilder:
             raise ValueError(f"{self._counted} codes counted for a table of {lay.entries}")
         head, self._sizes_at = _ivf_header(8 * lay.code_size, lay.nlist, self._sizes)
         self._data_at = len(head)
-        block = self._sizes * (lay.code_size + 8)
-        self._start = self._data_at + np.cumsum(block) - block
+        self._start = _list_starts(self._sizes, lay.code_size, self._data_at)
         self._filled = np.zeros(lay.nlist, np.int64)
         if lay.entries:
             size = len(head) + lay.entries * (lay.code_size + 8)
@@ -397,13 +403,12 @@ class _ListTable:
         # Where every LIST_STRIDE-th list starts in the image (a lookup adds
         # the sizes of the few lists before its own), and the bytes of a
         # stored code that can differ from a probe's in the list it reads.
-        block = np.asarray(sizes, np.int64) * (self.code_size + 8)
-        self._coarse = (self._data_at + np.cumsum(block) - block)[::LIST_STRIDE].copy()
+        self._coarse = _list_starts(sizes, self.code_size, self._data_at)[::LIST_STRIDE].copy()
         self._compared = math.ceil((self.bits - self.k) / 8)
 
     def _split(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(list [n] int64, stored code bytes [n, code_size]) of each code."""
-        lists = (codes & np.uint64(self.nlist - 1)).astype(np.int64)
+        lists = self.layout.lists(codes)
         high = np.ascontiguousarray(codes >> np.uint64(self.k), "<u8").view(np.uint8).reshape(-1, 8)
         return lists, np.ascontiguousarray(high[:, : self.code_size])
 

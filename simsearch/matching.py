@@ -245,14 +245,14 @@ def repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int
     """
     out: list[float] = []
     rest = np.abs(dr) >= max(min_shift, tol)
-    while len(out) < max_repeats and rest.sum() >= 3:
+    b = np.floor(dr / tol)  # each hit's bin, as the vote counts it
+    while len(out) < max_repeats and (n := int(rest.sum())) >= 3:
         # Speed 0: a vote on the shift alone, in bins of `tol`.
-        _, shift, votes = K.best_alignment(np.zeros(int(rest.sum())), dr[rest], np.zeros(1), tol)
+        _, shift, votes = K.best_alignment(np.zeros(n), dr[rest], np.zeros(1), tol)
         if votes < 3:
             break
-        # The hits that voted: the two bins of `tol` the vote took, counted the same way.
+        # The hits that voted: the two bins the vote took.
         first = round(shift / tol) - 1
-        b = np.floor(dr / tol)
         on = rest & (b >= first) & (b <= first + 1)
         out.append(float(np.median(dr[on])))
         rest &= ~on
