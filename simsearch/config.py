@@ -198,7 +198,8 @@ class MatchConfig:
     # +-`verify_tol_bins`.  The match's score is the z-score of the count
     # found against chance: at each peak, the query's own rate of maxima in
     # its bin over that window, or over +-`verify_local_s` around the peak
-    # where the query is denser there (matching.verify).  Candidates whose
+    # where the query is denser there, or in the peak's row across the
+    # spectrum where an onset makes it so (matching.verify).  Candidates whose
     # aligned hits weigh less than `min_hit_score` are not verified.
     verify_tol_frames: float = 0.5
     verify_tol_bins: int = 1
@@ -228,10 +229,11 @@ class MatchConfig:
     locate_background_s: float = 1.0
     locate_odds: float = 1000.0
     # Decision: matches whose verification score is less are not returned
-    # (chosen on the benchmark: the smallest half step at which no excerpt of
-    # a track outside the catalog is matched; benchmarks/results/core.md,
-    # "Threshold sweep").
-    min_score: float = 4.5
+    # (chosen on the benchmarks: the smallest half step at which excerpts of
+    # tracks outside the catalog are matched at most 0.2% of the time, both
+    # plain and transformed ones; benchmarks/results/core.md and
+    # derivatives.md, "Threshold sweep").
+    min_score: float = 4.0
     # A plain copy of the whole query scoring this much ends the search after
     # the unit-speed pass (the wide pass is skipped).
     early_exit_score: float = 10.0

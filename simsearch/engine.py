@@ -477,7 +477,7 @@ class Engine:
                                    ref_end=ref0 + m.speed * q1,
                                    kind=_kind(q0, q1, m.speed, m.pitch_semitones, duration))
 
-    def _search(self, q: features.Triplets, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig,
+    def _search(self, q: features.Triplets, near: np.ndarray, counts: matching.NearCounts, mcfg: MatchConfig,
                 n_samples: int, names) -> list[Match]:
         """One lookup, alignment and verification pass; every verified
         candidate, best first.  Call under the read lock."""
@@ -495,7 +495,7 @@ class Engine:
         out.sort(key=lambda m: -m.score)
         return out
 
-    def _with_repeats(self, m: Match, near: np.ndarray, counts: np.ndarray, mcfg: MatchConfig) -> Match:
+    def _with_repeats(self, m: Match, near: np.ndarray, counts: matching.NearCounts, mcfg: MatchConfig) -> Match:
         """`m` with the lines parallel to its own that the track's other hits
         vote for (matching.repeat_shifts) and that verify like a match over
         its matched range nearly as well as it does (repeat_min_ratio),

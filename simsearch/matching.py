@@ -19,6 +19,7 @@ over the stretches where the catalog track's own peaks are in the query.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -331,17 +332,25 @@ class ReferenceAnchors:
         return sum(a.nbytes for a in self._dt.values()) + sum(a.nbytes for a in self._f.values())
 
 
-def near_counts(near: np.ndarray) -> np.ndarray:
-    """int32 [rows + 1, bins]: how many of `near`'s rows before each row are
-    set, bin by bin (a cumulative count), so that any stretch's rate of
-    maxima in a bin is two lookups.  Once per query, for every candidate."""
-    counts = np.zeros((near.shape[0] + 1, near.shape[1]), np.int32)
-    np.cumsum(near, axis=0, dtype=np.int32, out=counts[1:])
-    return counts
+class NearCounts(NamedTuple):
+    """Cumulative counts of a query's near grid, made once per query
+    (near_counts) so that any candidate's chance rates are a few lookups."""
+
+    over_time: np.ndarray  # int32 [rows + 1, bins]: set cells before each row, bin by bin
+    over_bins: np.ndarray  # int32 [rows, bins + 1]: set cells before each bin, row by row
+
+
+def near_counts(near: np.ndarray) -> NearCounts:
+    """The cumulative counts of `near` along time and along frequency."""
+    over_time = np.zeros((near.shape[0] + 1, near.shape[1]), np.int32)
+    np.cumsum(near, axis=0, dtype=np.int32, out=over_time[1:])
+    over_bins = np.zeros((near.shape[0], near.shape[1] + 1), np.int32)
+    np.cumsum(near, axis=1, dtype=np.int32, out=over_bins[:, 1:])
+    return NearCounts(over_time, over_bins)
 
 
 def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidate,
-           cfg: FeatureConfig, mcfg: MatchConfig, counts: np.ndarray | None = None
+           cfg: FeatureConfig, mcfg: MatchConfig, counts: NearCounts | None = None
            ) -> tuple[float, int, int, float]:
     """Check a candidate against its reference's own peaks.
 
@@ -354,11 +363,20 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
     (within the query): a chance alignment's few hits are query peaks by
     construction and must not make the count by themselves.  Each anchor
     whose image along the candidate's line (speed, offset) and pitch falls in
-    the window is looked up in `near`.  By chance, an image in bin b is found
-    at the rate p at which `near` is set in bin b: the query's own density,
-    frequency by frequency, over the window, or over +-`verify_local_s`
-    around the image where the query is denser there (a loud or busy
-    passage offers more coincidences than the window's mean says).
+    the window is looked up in `near`.  By chance, an image at row t in bin b
+    is found at the rate p at which the query sets `near` there, the largest
+    of three estimates:
+      * bin b's rate over the window (the query's density, frequency by
+        frequency);
+      * bin b's rate over +-`verify_local_s` around the image (a loud or busy
+        passage offers more coincidences than the window's mean says);
+      * row t's rate across the other bins (beyond +-(2 verify_tol_bins + 1)
+        of b, what a peak found for this image could set), scaled by bin b's
+        rate over the window's mean: a drum hit or any onset sets maxima
+        across the spectrum in its rows, and a reference whose own onsets
+        fall on the query's (two tracks at one tempo) finds peaks there at
+        any frequency.  Without this a few seconds of rhythm shared by
+        unrelated tracks scored like a copy.
 
     Returns (z, found, looked up, mean p), z = (found - sum p) /
     sqrt(sum p (1 - p)): how far the count lies above chance.
@@ -380,11 +398,18 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
         return 0.0, 0, 0, 0.0
     if counts is None:
         counts = near_counts(near)
+    over_time, over_bins = counts
     k = int(near[tq, fq].sum())
-    window = (counts[hi + 1] - counts[lo])[fq] / (hi + 1 - lo)
+    in_window = over_time[hi + 1] - over_time[lo]
+    window = in_window[fq] / (hi + 1 - lo)
     w = int(round(mcfg.verify_local_s / fs))
     a, b = np.maximum(tq - w, 0), np.minimum(tq + w + 1, n_frames)
-    p = np.maximum(window, (counts[b, fq] - counts[a, fq]) / (b - a))
+    local = (over_time[b, fq] - over_time[a, fq]) / (b - a)
+    g = 2 * mcfg.verify_tol_bins + 1
+    f0, f1 = np.maximum(fq - g, 0), np.minimum(fq + g + 1, n_bins)
+    across = (over_bins[tq, n_bins] - over_bins[tq, f1] + over_bins[tq, f0]) / np.maximum(n_bins - (f1 - f0), 1)
+    mean = max(float(in_window.sum()) / ((hi + 1 - lo) * n_bins), 1e-9)
+    p = np.maximum(np.maximum(window, local), np.minimum(across * window / mean, 1.0))
     z = (k - float(p.sum())) / np.sqrt(max(float(np.sum(p * (1.0 - p))), 1e-6))
     return float(z), k, len(tq), float(p.mean())
 

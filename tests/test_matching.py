@@ -324,12 +324,43 @@ def test_verify_takes_chance_where_the_query_is_densest():
     assert matching.verify(near, (tr, fr), c, CFG, MCFG, matching.near_counts(near)) == (z, k, n, p)
 
 
-def test_near_counts_is_a_cumulative_count_per_bin():
+def test_near_counts_are_cumulative_counts_along_time_and_frequency():
     rng = np.random.default_rng(3)
     near = rng.random((50, 7)) < 0.3
     counts = matching.near_counts(near)
     for a, b in [(0, 50), (10, 11), (13, 40)]:
-        np.testing.assert_array_equal(counts[b] - counts[a], near[a:b].sum(axis=0))
+        np.testing.assert_array_equal(counts.over_time[b] - counts.over_time[a], near[a:b].sum(axis=0))
+    for a, b in [(0, 7), (2, 3), (1, 6)]:
+        np.testing.assert_array_equal(counts.over_bins[:, b] - counts.over_bins[:, a], near[:, a:b].sum(axis=1))
+
+
+def test_verify_takes_chance_from_onsets_across_the_spectrum():
+    """Two unrelated tracks at one tempo: the query's onsets set maxima across
+    the spectrum in their rows, and a reference whose own peaks sit on its
+    onsets finds them there at any frequency.  Found at the onset rows' rate
+    across the spectrum, not at the bins' mean rate: no significance.  The
+    same peaks in a query whose rows are all alike still count as found."""
+    rng = np.random.default_rng(5)
+    rows, n_bins = int(2 * 10 / FS), CFG.n_bins
+    near = rng.random((rows, n_bins)) < 0.08
+    onsets = np.arange(20, rows - 20, 30)  # a beat every 15 frames
+    near[onsets] = rng.random((len(onsets), n_bins)) < 0.6
+    # Reference peaks on the onsets at random frequencies, mapped along the line.
+    tq = rng.choice(onsets, 200)
+    fr = rng.integers(20, 120, 200).astype(float)
+    tr = 20 / FS + tq / 2.0
+    c = _candidate(1.0, 20.0, 0.0, q0=0.5, q1=9.5)
+    z, k, n, p = matching.verify(near, (tr, fr), c, CFG, MCFG)
+    assert n == 200 and k == pytest.approx(0.6 * n, abs=4 * np.sqrt(0.24 * n))
+    assert abs(z) < 4 and p > 0.4
+    # What the bins' rates alone would have made of the same count.
+    window = near.mean(axis=0)[fr.astype(int)]
+    assert (k - window.sum()) / np.sqrt(np.sum(window * (1 - window))) > 10
+    # A copy: every reference peak there, in a query without onsets.
+    flat = rng.random((rows, n_bins)) < 0.1
+    flat[tq, fr.astype(int)] = True
+    z_copy, k_copy, *_ = matching.verify(flat, (tr, fr), c, CFG, MCFG)
+    assert k_copy == n and z_copy > 10
 
 
 def _constellation(rng, ref_frames: float, per_frame: float = 0.4):
