@@ -337,15 +337,15 @@ class NearCounts(NamedTuple):
     (near_counts) so that any candidate's chance rates are a few lookups."""
 
     over_time: np.ndarray  # int32 [rows + 1, bins]: set cells before each row, bin by bin
-    over_bins: np.ndarray  # int32 [rows, bins + 1]: set cells before each bin, row by row
+    over_bins: np.ndarray  # int16 [rows, bins + 1]: set cells before each bin, row by row (bins < 256)
 
 
 def near_counts(near: np.ndarray) -> NearCounts:
     """The cumulative counts of `near` along time and along frequency."""
     over_time = np.zeros((near.shape[0] + 1, near.shape[1]), np.int32)
     np.cumsum(near, axis=0, dtype=np.int32, out=over_time[1:])
-    over_bins = np.zeros((near.shape[0], near.shape[1] + 1), np.int32)
-    np.cumsum(near, axis=1, dtype=np.int32, out=over_bins[:, 1:])
+    over_bins = np.zeros((near.shape[0], near.shape[1] + 1), np.int16)
+    np.cumsum(near, axis=1, dtype=np.int16, out=over_bins[:, 1:])
     return NearCounts(over_time, over_bins)
 
 
