@@ -18,6 +18,7 @@ over the stretches where the catalog track's own peaks are in the query.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -228,6 +229,24 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         hits=np.stack([hi.tq * fs, hi.tr * fs], axis=1),
         others=dr[others] * fs,
     )
+
+
+def at_unit(c: Candidate, mcfg: MatchConfig) -> Candidate | None:
+    """The plain-copy reading of a line near unit speed and pitch (within
+    `unit_speed_tol` and `unit_pitch_tol`, not on it): the same line at speed
+    1 and pitch 0, through the point of the middle of its matched range.  A
+    copy's few surviving hits (under noise, or cut by the lookup bound) fit
+    its speed only roughly, and over seconds a speed off by 1% misplaces its
+    far peaks by more than verification's tolerance.  None when the line is
+    not near unit or already on it."""
+    if not (abs(c.speed - 1.0) <= mcfg.unit_speed_tol and abs(c.pitch_semitones) <= mcfg.unit_pitch_tol):
+        return None
+    if c.speed == 1.0 and c.pitch_semitones == 0.0:
+        return None
+    q_mid = 0.5 * (c.query_start + c.query_end)
+    r_mid = c.ref_start + c.speed * (q_mid - c.query_start)
+    return dataclasses.replace(c, speed=1.0, pitch_semitones=0.0, ref_start=r_mid - (q_mid - c.query_start),
+                               ref_end=r_mid + (c.query_end - q_mid))
 
 
 def repeat_shifts(dr: np.ndarray, min_shift: float, tol: float, max_repeats: int) -> list[float]:

@@ -465,3 +465,32 @@ def test_repeat_shifts_takes_the_hits_that_voted_even_on_a_bin_edge():
     dr = np.array([21.12, 21.12, 21.12, 30.0, 45.0])  # 21.12 = 330 bins of tol, a bin edge
     shifts = matching.repeat_shifts(dr, 1.8, tol, 3)
     assert shifts == [pytest.approx(21.12)]
+
+
+def test_at_unit_reads_a_line_near_unit_as_a_plain_copy_through_its_middle():
+    c = _candidate(speed=0.985, offset_s=20.0, pitch=0.1, q0=1.0, q1=9.0)
+    u = matching.at_unit(c, MCFG)
+    assert u.speed == 1.0 and u.pitch_semitones == 0.0
+    assert (u.query_start, u.query_end) == (c.query_start, c.query_end)
+    mid_ref = c.ref_start + c.speed * 4.0  # the line's reference time at the query's 5 s
+    assert u.ref_start + 4.0 == pytest.approx(mid_ref) and u.ref_end - u.ref_start == pytest.approx(8.0)
+    # Off unit (a speed change, a pitch shift) or already on it: nothing to read.
+    assert matching.at_unit(_candidate(speed=1.05), MCFG) is None
+    assert matching.at_unit(_candidate(pitch=1.0), MCFG) is None
+    assert matching.at_unit(_candidate(), MCFG) is None
+
+
+def test_verify_at_unit_finds_a_copy_whose_line_is_a_little_off():
+    """A plain copy's line estimated 2% slow (the few hits left under noise,
+    at the edge of the unit pass) misplaces its far peaks; read at unit speed
+    through the same middle, they are found."""
+    rng = np.random.default_rng(9)
+    rows, n_bins = int(2 * 10 / FS), CFG.n_bins
+    near = rng.random((rows, n_bins)) < 0.1
+    tr = np.sort(rng.uniform(20 / FS, 30 / FS, 120))
+    fr = rng.integers(20, 120, 120).astype(float)
+    near[np.rint(2 * (tr - 20 / FS)).astype(int).clip(0, rows - 1), fr.astype(int)] = True  # a copy from 20 s
+    off = _candidate(speed=1 / 1.02, offset_s=20.0 + 5.0 * (1 - 1 / 1.02), q0=0.0, q1=10.0)
+    z_off, k_off, n_off, _ = matching.verify(near, (tr, fr), off, CFG, MCFG)
+    z_unit, k_unit, n_unit, _ = matching.verify(near, (tr, fr), matching.at_unit(off, MCFG), CFG, MCFG)
+    assert k_unit == n_unit and k_off < 0.7 * n_off and z_unit > z_off + 3
