@@ -242,6 +242,10 @@ class MatchConfig:
     def replace(self, **changes) -> "MatchConfig":
         return dataclasses.replace(self, **changes)
 
+    def near_unit(self, speed: float, pitch: float) -> bool:
+        """Whether a line lies within the unit-speed pass's tolerances (a plain copy's)."""
+        return abs(speed - 1.0) <= self.unit_speed_tol and abs(pitch) <= self.unit_pitch_tol
+
     def narrowed(self) -> "MatchConfig":
         """The same search restricted to unit speed and pitch (plain copies)."""
         return self.replace(min_speed=max(self.min_speed, 1.0 / (1.0 + self.unit_speed_tol)),

@@ -490,13 +490,7 @@ class Engine:
         out = []
         for c in cands:
             if c.track in names and c.score >= mcfg.min_hit_score:
-                anchors = self.anchors.get(c.track)
-                z, *_ = matching.verify(near, anchors, c, cfg, mcfg, counts)
-                unit = matching.at_unit(c, mcfg)
-                if unit is not None:  # a plain copy whose hits fit its speed roughly
-                    z_unit, *_ = matching.verify(near, anchors, unit, cfg, mcfg, counts)
-                    if z_unit > z:
-                        c, z = unit, z_unit
+                c, z = matching.verify_line(near, self.anchors.get(c.track), c, cfg, mcfg, counts)
                 out.append(self._to_match(c, z, names[c.track], duration))
         out.sort(key=lambda m: -m.score)
         return out

@@ -207,8 +207,7 @@ def _align_track(h: Hits, track: int, centre: float, tol: float, fs: float, mcfg
         return None
     hi = h.take(inl)
     pitch = float(np.median(hi.pitch))
-    off_unit = abs(s - 1.0) > mcfg.unit_speed_tol or abs(pitch) > mcfg.unit_pitch_tol
-    score = _fit_weight(hi, s, a, pitch, fs, mcfg) - (mcfg.off_unit_penalty if off_unit else 0.0)
+    score = _fit_weight(hi, s, a, pitch, fs, mcfg) - (0.0 if mcfg.near_unit(s, pitch) else mcfg.off_unit_penalty)
     # The matched range spans the substantial runs of aligned hits (gaps of
     # more than `max_gap_s` split runs): a stray chance hit must not stretch it.
     run = _densest_run(hi.tq, mcfg.max_gap_s / fs)
@@ -239,9 +238,7 @@ def at_unit(c: Candidate, mcfg: MatchConfig) -> Candidate | None:
     its speed only roughly, and over seconds a speed off by 1% misplaces its
     far peaks by more than verification's tolerance.  None when the line is
     not near unit or already on it."""
-    if not (abs(c.speed - 1.0) <= mcfg.unit_speed_tol and abs(c.pitch_semitones) <= mcfg.unit_pitch_tol):
-        return None
-    if c.speed == 1.0 and c.pitch_semitones == 0.0:
+    if not mcfg.near_unit(c.speed, c.pitch_semitones) or (c.speed == 1.0 and c.pitch_semitones == 0.0):
         return None
     q_mid = 0.5 * (c.query_start + c.query_end)
     r_mid = c.ref_start + c.speed * (q_mid - c.query_start)
@@ -431,6 +428,19 @@ def verify(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidat
     p = np.maximum(np.maximum(window, local), np.minimum(across * window / mean, 1.0))
     z = (k - float(p.sum())) / np.sqrt(max(float(np.sum(p * (1.0 - p))), 1e-6))
     return float(z), k, len(tq), float(p.mean())
+
+
+def verify_line(near: np.ndarray, anchors: tuple[np.ndarray, np.ndarray], c: Candidate, cfg: FeatureConfig,
+                mcfg: MatchConfig, counts: NearCounts | None = None) -> tuple[Candidate, float]:
+    """The candidate as verified (verify's z), or its plain-copy reading
+    (at_unit) where that verifies better: (the reading kept, its z)."""
+    z = verify(near, anchors, c, cfg, mcfg, counts)[0]
+    unit = at_unit(c, mcfg)
+    if unit is not None:
+        z_unit = verify(near, anchors, unit, cfg, mcfg, counts)[0]
+        if z_unit > z:
+            return unit, z_unit
+    return c, z
 
 
 def _densest_run(t: np.ndarray, max_gap: float) -> np.ndarray:

@@ -121,7 +121,7 @@ def openapi_document(version: str) -> dict:
                                                      "repeats"],
                       "properties": {
                           "track_id": {"type": "string"},
-                          "score": {"type": "number", "description": "verification z-score: how many standard deviations the catalog track's own peaks found along the alignment lie above the query's chance rate; compare with min_score (default " + f"{MatchConfig().min_score:g})"},
+                          "score": {"type": "number", "description": f"verification z-score: how many standard deviations the catalog track's own peaks found along the alignment lie above the query's chance rate; compare with min_score (default {MatchConfig().min_score:g})"},
                           "query_start": {"type": "number", "description": "seconds"},
                           "query_end": {"type": "number"},
                           "ref_start": {"type": "number", "description": "seconds in the catalog track"},

@@ -494,3 +494,8 @@ def test_verify_at_unit_finds_a_copy_whose_line_is_a_little_off():
     z_off, k_off, n_off, _ = matching.verify(near, (tr, fr), off, CFG, MCFG)
     z_unit, k_unit, n_unit, _ = matching.verify(near, (tr, fr), matching.at_unit(off, MCFG), CFG, MCFG)
     assert k_unit == n_unit and k_off < 0.7 * n_off and z_unit > z_off + 3
+    # verify_line keeps the reading that verifies better.
+    kept, z_kept = matching.verify_line(near, (tr, fr), off, CFG, MCFG)
+    assert kept.speed == 1.0 and z_kept == z_unit
+    modified = _candidate(speed=1.05, offset_s=20.0)
+    assert matching.verify_line(near, (tr, fr), modified, CFG, MCFG)[0] is modified
